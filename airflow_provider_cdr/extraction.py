@@ -1,0 +1,225 @@
+"""Running searches: one search through all its pages and windows, or several concurrently.
+
+`search_pages` drives one search with a SearchPager. `extract` runs one search per query
+(e.g. per time slice of a day) on worker threads, hands pages to the caller in arrival
+order, and drops every uuid already handed over, so the caller sees each record once.
+Pages are transformed on the worker (e.g. to an Arrow batch) so that only compact pages
+wait in the bounded queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from airflow_provider_cdr.dedupe import SeenUUIDs
+from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError
+from airflow_provider_cdr.paging import SearchPager, StalePageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FetchPage = Callable[[Mapping[str, str]], Any]
+"""Send one records request (paging params included, key excluded); return the decoded body."""
+
+MAX_STALE_RETRIES = 3
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class ExtractionStats:
+    """Counters for the task log and the XCom summary; updated from worker threads."""
+
+    requests: int = 0
+    retries: int = 0
+    pages: int = 0
+    windows: int = 0
+    records: int = 0
+    duplicates: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last_log: float = field(default_factory=time.monotonic, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def log_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_log < PROGRESS_EVERY_S:
+            return
+        self._last_log = now
+        elapsed = max(now - self.started, 1e-9)
+        log.info(
+            "CDR extraction: %d records, %d pages, %d requests, %d retries, %d duplicates dropped, "
+            "%.0f records/s",
+            self.records,
+            self.pages,
+            self.requests,
+            self.retries,
+            self.duplicates,
+            self.records / elapsed,
+        )
+
+
+def _records_and_token(body: Any) -> tuple[list[Any], str | None]:
+    """Check the response's shape; a wrong shape is an API error, not a silent empty page."""
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        raise CDRAPIError("the CDR API answered without a 'records' list")
+    token = body.get("search_token")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise CDRAPIError(
+            f"the CDR API answered with an unusable search_token of type {type(token).__name__}"
+        )
+    return body["records"], token
+
+
+def uuid_of(record: Any) -> str:
+    """The dedupe key of a record: its uuid, or its full JSON when it has none (never dropped)."""
+    if isinstance(record, dict):
+        value = record.get("uuid")
+        if isinstance(value, str) and value:
+            return value
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class _WindowMemory:
+    """uuids of the current and previous search window: enough to tell a stale page from a new one."""
+
+    def __init__(self) -> None:
+        self._window = 0
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+
+    def count_new(self, window: int, uuids: list[str]) -> int:
+        if window != self._window:
+            self._window, self._previous, self._current = window, self._current, set()
+        new = 0
+        for uuid in uuids:
+            if uuid not in self._current and uuid not in self._previous:
+                new += 1
+            self._current.add(uuid)
+        return new
+
+
+def search_pages(
+    fetch: FetchPage,
+    params: Mapping[str, str],
+    per_page: int,
+    stats: ExtractionStats,
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[list[Any], list[str]]]:
+    """Yield (records, uuids) for every non-empty page of one search, through all its windows."""
+    pager = SearchPager(per_page)
+    memory = _WindowMemory()
+    stale = 0
+    while pager.has_next and not (stop and stop.is_set()):
+        window = pager.windows
+        body = fetch({**params, **pager.request_params()})
+        records, token = _records_and_token(body)
+        uuids = [uuid_of(record) for record in records]
+        try:
+            pager.update(len(records), memory.count_new(window, uuids), token)
+        except StalePageError as err:
+            stale += 1
+            if stale > MAX_STALE_RETRIES:
+                raise CDRPagingError(f"{err}, {stale} times in a row; stopping") from None
+            log.warning("%s; asking for it again", err)
+            stats.add(retries=1)
+            continue
+        stale = 0
+        stats.add(pages=1, windows=int(pager.windows != window))
+        if records:
+            yield records, uuids
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+@dataclass
+class Extraction(Generic[T]):
+    """Run searches, transform their pages, yield each record once. See the module docstring."""
+
+    fetch: FetchPage
+    per_page: int
+    transform: Callable[[list[Any]], T]
+    select: Callable[[T, list[bool]], T]
+    concurrency: int = 1
+    stats: ExtractionStats = field(default_factory=ExtractionStats)
+    seen: SeenUUIDs = field(default_factory=SeenUUIDs)
+
+    def run(self, queries: Sequence[Mapping[str, str]]) -> Iterator[T]:
+        pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries)
+        try:
+            for payload, uuids in pages:
+                yield from self._fresh(payload, uuids)
+        finally:
+            pages.close()
+        self.stats.log_progress(force=True)
+
+    def _fresh(self, payload: T, uuids: list[str]) -> Iterator[T]:
+        fresh = self.seen.add_new(uuids)
+        kept = sum(fresh)
+        self.stats.add(records=kept, duplicates=len(fresh) - kept)
+        self.stats.log_progress()
+        if kept == len(fresh):
+            yield payload
+        elif kept:
+            yield self.select(payload, fresh)
+
+    def _sequential(self, queries: Sequence[Mapping[str, str]]) -> Generator[tuple[T, list[str]]]:
+        for params in queries:
+            for records, uuids in search_pages(self.fetch, params, self.per_page, self.stats):
+                yield self.transform(records), uuids
+
+    def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[tuple[T, list[str]]]:
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=self.concurrency)
+        stop = threading.Event()
+
+        def put(item: Any) -> None:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+
+        def work(params: Mapping[str, str]) -> None:
+            try:
+                for records, uuids in search_pages(self.fetch, params, self.per_page, self.stats, stop):
+                    put((self.transform(records), uuids))
+            except BaseException as err:  # handed to the consumer, which re-raises it
+                put(_Failed(err))
+            finally:
+                put(_DONE)
+
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cdr-slice")
+        try:
+            for params in queries:
+                pool.submit(work, params)
+            done = 0
+            while done < len(queries):
+                item = handoff.get()
+                if item is _DONE:
+                    done += 1
+                elif isinstance(item, _Failed):
+                    raise item.error
+                else:
+                    yield item
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,324 @@
+"""CDRHook: the CDR API v2 connection, its requests, retries and paging."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.log import mask_secret
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_cdr.errors import (
+    CDRAPIError,
+    CDRQueryError,
+    CDRSearchTokenExpired,
+    redact,
+)
+from airflow_provider_cdr.extraction import Extraction, ExtractionStats
+from airflow_provider_cdr.query import CDRQuery, build_query
+from airflow_provider_cdr.ratelimit import RequestGate
+from airflow_provider_cdr.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from airflow_provider_cdr.settings import CDRConnectionSettings, foreign_extras
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+T = TypeVar("T")
+
+RECORDS_PATH = "/api/v2/cdr"
+LOOKUP_PATHS = {
+    "agents": "/api/v2/cdr/agents",
+    "queues": "/api/v2/cdr/queues",
+    "teams": "/api/v2/cdr/teams",
+    "wrapup_codes": "/api/v2/cdr/wrapup_codes",
+    "campaigns": "/api/v2/cdr/campaigns",
+    "deleted_agents": "/api/v2/cdr/deleted_agents",
+}
+_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class _RedactKeyFilter(logging.Filter):
+    """urllib3 logs request lines, query string included, at DEBUG: scrub `key=` from them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        record.msg = redact(str(record.msg))
+        return True
+
+
+def _protect_urllib3_logs() -> None:
+    target = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactKeyFilter) for f in target.filters):
+        target.addFilter(_RedactKeyFilter())
+
+
+class CDRHook(HttpHook):
+    """
+    Read Call Detail Records from the CDR API v2.
+
+    The connection's host is the base URL (``https://cc-ams03.voiso.com``) and its password the
+    API key, which travels as the ``key`` query parameter and never in a log or an error. Extras:
+    ``timezone`` (IANA, the account's; default UTC), ``per_page`` (default 10000), ``timeout``,
+    ``max_retries``, ``max_retry_wait``, ``rate_limit`` (requests/s), ``concurrency``.
+
+    :param cdr_conn_id: the Airflow connection of type ``cdr``.
+    """
+
+    conn_name_attr = "cdr_conn_id"
+    default_conn_name = "cdr_default"
+    conn_type = "cdr"
+    hook_name = "CDR API (v2)"
+
+    def __init__(self, cdr_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(method="GET", http_conn_id=cdr_conn_id, **kwargs)
+        self.cdr_conn_id = cdr_conn_id
+        self._connection: Any = None
+        self._settings: CDRConnectionSettings | None = None
+        self._api_key: str = ""
+        _protect_urllib3_logs()
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _load_connection(self) -> Any:
+        """Look the connection up once per hook and check it before anything is sent."""
+        if self._connection is None:
+            connection = self.get_connection(self.cdr_conn_id)
+            settings = CDRConnectionSettings.from_extras(connection.extra_dejson)
+            if not connection.password:
+                raise CDRQueryError(f"Connection {self.cdr_conn_id!r} has no API key in its password field")
+            mask_secret(connection.password)
+            self._set_base_url(connection)
+            settings.check_base_url(self.base_url)
+            self._api_key = connection.password
+            self._settings = settings
+            self._connection = connection
+        return self._connection
+
+    @property
+    def settings(self) -> CDRConnectionSettings:
+        self._load_connection()
+        assert self._settings is not None
+        return self._settings
+
+    @property
+    def timezone(self) -> str:
+        """The account's time zone: the API reads dates and datetimes in it."""
+        return self.settings.timezone
+
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
+        """A keep-alive session without the key, without our own extras turned into headers."""
+        connection = self._load_connection()
+        session = requests.Session()
+        visible = SimpleNamespace(host=connection.host, extra_dejson=foreign_extras(connection.extra_dejson))
+        session = self._configure_session_from_extra(session, visible, extra_options or {})
+        pool = max(self.settings.concurrency, 1) * 2
+        adapter = self.adapter or HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update({"Accept": "application/json"})
+        if headers:
+            session.headers.update(headers)
+        return session
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def _get_json(
+        self,
+        session: requests.Session,
+        path: str,
+        params: Mapping[str, str],
+        gate: RequestGate,
+        stats: ExtractionStats,
+    ) -> Any:
+        """GET `path`, retrying 429, 5xx, transport errors and broken JSON; errors never show the key."""
+        settings = self.settings
+        policy = RetryPolicy(max_retries=settings.max_retries, max_total_wait=settings.max_retry_wait)
+        url = self.base_url.rstrip("/") + path
+        waited = 0.0
+        attempt = 0
+        while True:
+            gate.wait()
+            stats.add(requests=1)
+            retry_after: float | None = None
+            try:
+                response = session.get(
+                    url,
+                    params={**params, "key": self._api_key},
+                    timeout=(settings.connect_timeout, settings.timeout),
+                )
+                if response.status_code == 200:
+                    try:
+                        return orjson.loads(response.content)
+                    except orjson.JSONDecodeError:
+                        problem = f"an unreadable JSON body ({len(response.content)} bytes)"
+                elif response.status_code in RETRYABLE_STATUSES:
+                    problem = f"HTTP {response.status_code}"
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                else:
+                    raise self._api_error(response, path)
+            except _TRANSPORT_ERRORS as err:
+                problem = f"{type(err).__name__}: {redact(str(err), self._api_key)[:300]}"
+            except requests.RequestException as err:  # not worth retrying; its text holds the URL
+                raise CDRAPIError(f"GET {path}: {redact(str(err), self._api_key)}", path=path) from None
+            attempt += 1
+            delay = policy.delay(attempt, retry_after)
+            if attempt > policy.max_retries or waited + delay > policy.max_total_wait:
+                raise CDRAPIError(
+                    f"GET {path} failed after {attempt} attempts ({waited:.0f}s waited); last: {problem}",
+                    path=path,
+                ) from None
+            if problem.startswith("HTTP 429"):
+                gate.pause(delay)  # every concurrent request backs off, not only this one
+            self.log.warning("GET %s: %s; retry %d in %.1fs", path, problem, attempt, delay)
+            stats.add(retries=1)
+            time.sleep(delay)
+            waited += delay
+
+    def _api_error(self, response: requests.Response, path: str) -> CDRAPIError:
+        """A final (non-retryable) answer as an error naming the status and endpoint, not the key."""
+        body = redact(response.text[:500], self._api_key)
+        status = response.status_code
+        if status == 422 and "search_token" in body and "expire" in body:
+            return CDRSearchTokenExpired(
+                f"GET {path}: the search_token expired: {body}", status=status, path=path
+            )
+        return CDRAPIError(f"GET {path} answered HTTP {status}: {body}", status=status, path=path)
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def build_query(self, **filters: Any) -> CDRQuery:
+        """Validate filters (API parameter names) in the account's time zone, before any request."""
+        return build_query(filters, self.timezone)
+
+    def extraction(
+        self,
+        transform: Any = None,
+        select: Any = None,
+        *,
+        per_page: int | None = None,
+        concurrency: int | None = None,
+    ) -> Extraction[Any]:
+        """An Extraction bound to this connection: one session, one rate gate, one dedupe set."""
+        settings = self.settings
+        session = self.get_conn()
+        gate = RequestGate(settings.rate_limit)
+        stats = ExtractionStats()
+
+        def fetch(params: Mapping[str, str]) -> Any:
+            return self._get_json(session, RECORDS_PATH, params, gate, stats)
+
+        return Extraction(
+            fetch=fetch,
+            per_page=per_page or settings.per_page,
+            transform=transform or (lambda records: records),
+            select=select or (lambda records, keep: [r for r, k in zip(records, keep) if k]),
+            concurrency=concurrency or 1,
+            stats=stats,
+        )
+
+    def iter_pages(self, per_page: int | None = None, **filters: Any) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of records (lists of dicts, as the API sent them), each record once."""
+        query = self.build_query(**filters)
+        yield from self.extraction(per_page=per_page).run([query.as_params()])
+
+    def iter_records(self, per_page: int | None = None, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Yield records one by one, each once; filters named as the API's parameters."""
+        for page in self.iter_pages(per_page=per_page, **filters):
+            yield from page
+
+    def iter_queries(
+        self, queries: Sequence[CDRQuery], transform: Any = None, select: Any = None, **options: Any
+    ) -> Iterator[Any]:
+        """Pages of several already validated queries (e.g. time slices), fetched concurrently."""
+        extraction = self.extraction(transform, select, **options)
+        yield from extraction.run([q.as_params() for q in queries])
+
+    def get_records_df(self, per_page: int | None = None, **filters: Any) -> pd.DataFrame:
+        """Records as a pandas DataFrame with the same typed columns as the Parquet files."""
+        import pyarrow as pa
+
+        from airflow_provider_cdr.records import RecordConverter
+        from airflow_provider_cdr.schema import CDR_SCHEMA
+
+        converter = RecordConverter()
+        batches = [converter.to_batch(page) for page in self.iter_pages(per_page=per_page, **filters)]
+        table = pa.Table.from_batches(batches, schema=CDR_SCHEMA)
+        return table.to_pandas(types_mapper=_pandas_types)
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def _lookup(self, name: str) -> list[dict[str, Any]]:
+        session = self.get_conn()
+        body = self._get_json(
+            session, LOOKUP_PATHS[name], {}, RequestGate(self.settings.rate_limit), ExtractionStats()
+        )
+        if isinstance(body, dict):  # tolerate {"agents": [...]} as well as a bare list
+            body = next((v for v in body.values() if isinstance(v, list)), [])
+        if not isinstance(body, list):
+            raise CDRAPIError(f"GET {LOOKUP_PATHS[name]} did not answer with a list", path=LOOKUP_PATHS[name])
+        return body
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        return self._lookup("agents")
+
+    def list_queues(self) -> list[dict[str, Any]]:
+        return self._lookup("queues")
+
+    def list_teams(self) -> list[dict[str, Any]]:
+        return self._lookup("teams")
+
+    def list_wrapup_codes(self) -> list[dict[str, Any]]:
+        return self._lookup("wrapup_codes")
+
+    def list_campaigns(self) -> list[dict[str, Any]]:
+        return self._lookup("campaigns")
+
+    def list_deleted_agents(self) -> list[dict[str, Any]]:
+        return self._lookup("deleted_agents")
+
+    # -- UI ----------------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap request (one record of today) to prove the URL and the key work."""
+        try:
+            session = self.get_conn()
+            self._get_json(
+                session,
+                RECORDS_PATH,
+                {"per_page": "1", "page": "1"},
+                RequestGate(),
+                ExtractionStats(),
+            )
+        except Exception as err:
+            return False, redact(str(err), self._api_key)
+        return True, "Connection to the CDR API works."
+
+
+def _pandas_types(arrow_type: Any) -> Any:
+    """Nullable pandas dtypes, so an integer column with nulls stays integer."""
+    import pandas as pd
+    import pyarrow as pa
+
+    mapping = {
+        pa.int64(): pd.Int64Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.string(): pd.StringDtype(),
+        pa.float64(): pd.Float64Dtype(),
+    }
+    return mapping.get(arrow_type)

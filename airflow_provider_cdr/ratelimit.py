@@ -1,0 +1,52 @@
+"""One gate that every request of an extraction passes: a request-rate cap and shared pauses.
+
+Concurrent slices share it, so a 429's Retry-After pauses all of them, and the cap holds
+for the extraction as a whole, not per slice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+# Keep a little under the cap, so network jitter never makes the server count one too many.
+_SAFETY = 0.03
+
+
+class RequestGate:
+    """Blocks callers until a request may go: no more than `rate` per rolling second, none while paused."""
+
+    def __init__(self, rate: float | None = None) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.rate = rate
+        # `slots` requests per `window` seconds; for rate >= 1 the window is one second.
+        self._slots = max(1, int(rate)) if rate else 0
+        self._window = (self._slots / rate) * (1.0 + _SAFETY) if rate else 0.0
+        self._lock = threading.Lock()
+        self._sent: deque[float] = deque()
+        self._paused_until = 0.0
+        self.waited = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller for `seconds` from now (a server asked us to back off)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    def wait(self) -> None:
+        """Return when one more request may be sent, and count it as sent."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                delay = self._paused_until - now
+                if delay <= 0 and self._slots:
+                    while self._sent and now - self._sent[0] >= self._window:
+                        self._sent.popleft()
+                    if len(self._sent) >= self._slots:
+                        delay = self._window - (now - self._sent[0])
+                if delay <= 0:
+                    self._sent.append(now)
+                    return
+            self.waited += delay
+            time.sleep(delay)
