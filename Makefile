@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m airflow_provider_cdr.demo
+	$(PY) scripts/demo.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -23,17 +23,28 @@ SCHEMA_VERSION_KEY = "cdr_schema_version"
 _SECONDS = {"unit": "seconds", "source_format": "hh:mm:ss (hours may exceed 24)"}
 
 
-def _field(name: str, type_: pa.DataType, description: str, nullable: bool = True, **extra: str) -> pa.Field:
-    """Declare a field with its documentation as Parquet-preserved field metadata."""
-    return pa.field(name, type_, nullable=nullable, metadata={"description": description, **extra})
+def _field(
+    name: str,
+    type_: pa.DataType,
+    description: str,
+    *,
+    nullable: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> pa.Field:
+    """Declare a field with its documentation as field metadata, which Parquet files keep."""
+    return pa.field(name, type_, nullable=nullable, metadata={"description": description, **(metadata or {})})
 
 
 #: The SLA struct: the three ``hh:mm:ss`` SLA values of digital interactions, as seconds.
 SLA_TYPE = pa.struct(
     [
-        _field("time_to_first_response", pa.int64(), "time allowed for the first response", **_SECONDS),
-        _field("time_to_resolution", pa.int64(), "time allowed to archive the interaction", **_SECONDS),
-        _field("time_to_reply", pa.int64(), "time allowed to reply to each message", **_SECONDS),
+        _field(
+            "time_to_first_response", pa.int64(), "time allowed for the first response", metadata=_SECONDS
+        ),
+        _field(
+            "time_to_resolution", pa.int64(), "time allowed to archive the interaction", metadata=_SECONDS
+        ),
+        _field("time_to_reply", pa.int64(), "time allowed to reply to each message", metadata=_SECONDS),
     ]
 )
 
@@ -49,7 +60,7 @@ CDR_SCHEMA: pa.Schema = pa.schema(
             "utc_offset_minutes",
             pa.int16(),
             "UTC offset the API sent with timestamp; local time = timestamp + offset",
-            unit="minutes",
+            metadata={"unit": "minutes"},
         ),
         _field("type", pa.string(), "interaction type, stored as sent (spellings vary)"),
         _field("disposition", pa.string(), "end-of-interaction status"),
@@ -60,8 +71,8 @@ CDR_SCHEMA: pa.Schema = pa.schema(
         _field("queue", pa.string(), "inbound queue that distributed the call"),
         _field("wrapup_code", pa.string(), "wrap-up code; a string to keep leading zeros ('0101')"),
         _field("destination_name", pa.string(), "name associated with the recipient's number"),
-        _field("duration", pa.int64(), "length of the interaction", **_SECONDS),
-        _field("cpc", pa.float64(), "cost per call or message", unit="USD"),
+        _field("duration", pa.int64(), "length of the interaction", metadata=_SECONDS),
+        _field("cpc", pa.float64(), "cost per call or message", metadata={"unit": "USD"}),
         _field("sid", pa.string(), "SMS sender id"),
         _field("text", pa.string(), "SMS body"),
         _field("related_call", pa.string(), "uuid of the interaction related to the SMS"),
@@ -72,14 +83,14 @@ CDR_SCHEMA: pa.Schema = pa.schema(
             "extra_fields",
             pa.string(),
             "JSON object of fields this schema version does not know; null if none",
-            format="json",
+            metadata={"format": "json"},
         ),
         _field(
             "raw_values",
             pa.string(),
             "JSON object field -> original value, for values that could not be coerced "
             "(the column holds null); null if none",
-            format="json",
+            metadata={"format": "json"},
         ),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)},

@@ -1,0 +1,66 @@
+"""A calendar day in the account's time zone: its instants, and its time slices for the API.
+
+The API reads `start_datetime`/`end_datetime` as account-local wall-clock times, inclusive at
+second precision (whether a record at 10:59:59.700 matches `end_datetime=10:59:59` is not
+documented). So slices overlap by their boundary second, the last one ends at the next
+day's 00:00:00, and the caller keeps only records whose instant lies inside the day; the
+overlap's duplicates are dropped by uuid. Slice boundaries never sit in a DST gap or fold,
+where a local time names no instant or two.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from airflow_provider_cdr.query import DATETIME_FORMAT
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """One local calendar day: [start, end) as UTC instants, plus its API slices."""
+
+    day: date
+    tz: ZoneInfo
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.day, time(0), tzinfo=self.tz).astimezone(timezone.utc)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.day + timedelta(days=1), time(0), tzinfo=self.tz).astimezone(
+            timezone.utc
+        )
+
+    @property
+    def hours(self) -> float:
+        """23, 24 or 25 (DST days), or other lengths in unusual zones."""
+        return (self.end - self.start).total_seconds() / 3600
+
+    def slices(self, count: int) -> list[dict[str, str]]:
+        """`count` (or fewer, near DST changes) overlapping API windows covering the whole day."""
+        if count < 1:
+            raise ValueError(f"slices must be at least 1, got {count}")
+        marks = [datetime.combine(self.day, time(0))]
+        for k in range(1, count):
+            local = datetime.combine(self.day, time(0)) + timedelta(minutes=round(k * 24 * 60 / count))
+            if _names_one_instant(local, self.tz) and local > marks[-1]:
+                marks.append(local)
+        marks.append(datetime.combine(self.day + timedelta(days=1), time(0)))
+        return [
+            {"start_datetime": a.strftime(DATETIME_FORMAT), "end_datetime": b.strftime(DATETIME_FORMAT)}
+            for a, b in itertools.pairwise(marks)
+        ]
+
+
+def _names_one_instant(local: datetime, tz: ZoneInfo) -> bool:
+    """False for a wall-clock time skipped by a DST gap or repeated by a fold."""
+    early = local.replace(tzinfo=tz, fold=0)
+    late = local.replace(tzinfo=tz, fold=1)
+    if early.utcoffset() != late.utcoffset():
+        return False
+    roundtrip = early.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
+    return roundtrip == local

@@ -1,0 +1,604 @@
+"""The stand-in's HTTP server, and `StandIn`, which runs it in a subprocess for tests and demos.
+
+Stdlib threading server on purpose: no extra dependency, real sockets, real
+keep-alive; fast enough because record JSON is serialised once per day and a
+page body is a join of pre-made bytes.
+
+Route order for /api requests: the key is checked first (a wrong key is always
+401, whatever the faults), then faults, then the route itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from airflow_provider_cdr.fake_api.dataset import DEFAULT_FIRST_DAY, CDRDataset, aware, parse_instant
+from airflow_provider_cdr.fake_api.faults import NO_FAULT, Decision, FaultConfig, FaultInjector
+from airflow_provider_cdr.fake_api.filters import (
+    WINDOW_CAP,
+    Cursor,
+    ParamError,
+    Query,
+    Segment,
+    encode_token,
+    find_before,
+    find_matches,
+    matching_uuids,
+    page_count,
+    parse_query,
+    parse_request,
+)
+
+API_PREFIX = "/api/v2/cdr"
+LOOKUPS = ("agents", "queues", "teams", "wrapup_codes", "campaigns", "deleted_agents")
+BAD_JSON = b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+_NOT_FILTERS = ("key", "page", "per_page", "search_token")
+
+
+@dataclass
+class Reply:
+    """One response, plus how to misbehave while sending it."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    delay_s: float = 0.0
+    drop: bool = False
+    reset_mid_body: bool = False
+    api_path: str | None = None  # set for /api requests: what the stats count
+
+
+def json_reply(status: int, payload: Any) -> Reply:
+    return Reply(status, orjson.dumps(payload))
+
+
+@dataclass
+class Window:
+    """One search window: up to WINDOW_CAP matching records, newest first.
+
+    Holds days and indices, not day tables, so a cached window never pins a day
+    the dataset's LRU has let go (it is regenerated, identically, if needed).
+    """
+
+    days: list[tuple[date, np.ndarray]]
+    size: int
+    search_token: str | None  # set when more records match beyond the window
+
+    def slice(self, dataset: CDRDataset, start: int, stop: int) -> list[Segment]:
+        """Records [start, stop) of the window, as segments."""
+        picked: list[Segment] = []
+        offset = 0
+        for day, idx in self.days:
+            lo, hi = max(start - offset, 0), min(stop - offset, idx.size)
+            if lo < hi:
+                picked.append((dataset.day_table(day), idx[lo:hi]))
+            offset += idx.size
+            if offset >= stop:
+                break
+        return picked
+
+
+class Stats:
+    """Counts of /api requests, for the admin route and the benchmarks' assertions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.by_status: Counter[str] = Counter()
+            self.by_path: Counter[str] = Counter()
+            self.per_second: Counter[str] = Counter()
+            self.in_flight = 0
+            self.max_in_flight = 0
+
+    def begin(self, path: str, epoch_second: int) -> int:
+        """Count a request as started; returns its number (1-based), which drives the faults."""
+        with self._lock:
+            self.requests += 1
+            self.by_path[path] += 1
+            self.per_second[str(epoch_second)] += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self.requests
+
+    def finish(self, status: str) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.by_status[status] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "by_status": dict(self.by_status),
+                "by_path": dict(self.by_path),
+                "per_second": dict(self.per_second),
+                "max_per_second": max(self.per_second.values(), default=0),
+                "max_in_flight": self.max_in_flight,
+            }
+
+
+class StandInApp:
+    """Routes requests to replies; everything except socket I/O, so it is testable in-process."""
+
+    def __init__(
+        self, dataset: CDRDataset, api_key: str = "demo-key", faults: FaultConfig | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.api_key = api_key
+        self.faults = FaultInjector(dataset.seed, faults)
+        self.stats = Stats()
+        self._lookups = {name: orjson.dumps(rows) for name, rows in dataset.lookups().items()}
+        self._windows: OrderedDict[tuple[Any, ...], Window] = OrderedDict()
+        self._windows_lock = threading.Lock()
+
+    def handle(self, method: str, target: str, body: bytes = b"") -> Reply:
+        parts = urllib.parse.urlsplit(target)
+        params = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        path = parts.path.rstrip("/") or "/"
+        if path.startswith("/_admin/"):
+            return self._admin(method, path, params, body)
+        if not path.startswith("/api/"):
+            return json_reply(404, {"error": "Not found"})
+        now = time.time()
+        request_no = self.stats.begin(path, int(now))
+        try:
+            reply = self._api(method, path, params, request_no, int(now))
+        except Exception:  # a stand-in bug must still answer, and close its in-flight count
+            traceback.print_exc()
+            reply = json_reply(500, {"error": "Internal server error"})
+        reply.api_path = path
+        return reply
+
+    def finish(self, reply: Reply, status: str) -> None:
+        """Call once a reply was sent (or dropped): closes its in-flight count."""
+        if reply.api_path is not None:
+            self.stats.finish(status)
+
+    # -- /api -------------------------------------------------------------
+    def _api(
+        self, method: str, path: str, params: dict[str, str], request_no: int, epoch_second: int
+    ) -> Reply:
+        if params.get("key") != self.api_key:
+            return json_reply(401, {"error": "Invalid api_key"})
+        decision = self.faults.decide(request_no, epoch_second)
+        if decision.status is not None:
+            headers = [("Retry-After", decision.retry_after)] if decision.retry_after else []
+            return Reply(decision.status, decision.body, headers=headers)
+        if decision.drop:
+            return Reply(0, b"", drop=True)
+        if method != "GET":
+            reply = json_reply(405, {"error": "Method not allowed"})
+        elif path == API_PREFIX:
+            reply = self._records(params, decision)
+        elif path.startswith(API_PREFIX + "/") and path[len(API_PREFIX) + 1 :] in LOOKUPS:
+            reply = Reply(200, self._lookups[path[len(API_PREFIX) + 1 :]])
+        else:
+            reply = json_reply(404, {"error": "Not found"})
+        reply.delay_s += decision.stall_s
+        if reply.status == 200:
+            if decision.reset_mid_body:
+                reply.reset_mid_body = True
+            elif decision.truncate:
+                reply.body = reply.body[: max(1, len(reply.body) // 2)]
+            elif decision.bad_json:
+                reply.body, reply.content_type = BAD_JSON, "text/html; charset=utf-8"
+        return reply
+
+    def _records(self, params: dict[str, str], decision: Decision = NO_FAULT) -> Reply:
+        try:
+            query, paging = parse_request(params, self.dataset.tz)
+        except ParamError as exc:
+            return json_reply(422, {"errors": exc.errors})
+        if paging.cursor is not None and decision.expired_token:
+            return json_reply(422, {"errors": {"search_token": ["is expired"]}})
+        until_ms = self.dataset.available_until_ms()
+        config = self.faults.config
+        window = self._window(query, paging.cursor, config.edge_repeat, until_ms)
+        start = (paging.page - 1) * paging.per_page
+        segments = window.slice(self.dataset, start, start + paging.per_page)
+        search_token = window.search_token
+        if decision.repeat_page and paging.page > 1:
+            segments = window.slice(self.dataset, start - paging.per_page, start)
+        elif decision.repeat_page and paging.cursor is not None:
+            segments = find_before(
+                self.dataset, query, until_ms=until_ms, cursor=paging.cursor, limit=paging.per_page
+            )
+        if decision.empty_token_page:
+            # The token restarts this window, so a client that follows it loses nothing.
+            segments = []
+            search_token = encode_token(paging.cursor or Cursor(until_ms + 1, ""))
+        count = sum(idx.size for _, idx in segments)
+        body = b"".join(
+            [
+                b'{"records":[',
+                b",".join([table.records_json(idx) for table, idx in segments]),
+                b'],"total":%d,"page":%d,"search_token":'
+                % (page_count(window.size, paging.per_page), paging.page),
+                orjson.dumps(search_token),
+                b"}",
+            ]
+        )
+        delay_s = config.latency_ms / 1000 + config.latency_per_record_us * count / 1e6
+        return Reply(200, body, delay_s=delay_s)
+
+    def _window(self, query: Query, cursor: Cursor | None, edge_repeat: bool, until_ms: int) -> Window:
+        """The search window for a query and cursor, cached: every page of a window reuses it."""
+        effective_hi = until_ms if query.hi_ms is None else min(query.hi_ms, until_ms)
+        key = (query, cursor, edge_repeat, effective_hi)
+        with self._windows_lock:
+            window = self._windows.get(key)
+            if window is not None:
+                self._windows.move_to_end(key)
+                return window
+        segments = find_matches(
+            self.dataset,
+            query,
+            until_ms=until_ms,
+            cursor=cursor,
+            inclusive_cursor_ms=edge_repeat,
+            limit=WINDOW_CAP + 1,
+        )
+        size = sum(idx.size for _, idx in segments)
+        search_token = None
+        if size > WINDOW_CAP:
+            table, idx = segments[-1]
+            segments[-1] = (table, idx[:-1])
+            if segments[-1][1].size == 0:
+                segments.pop()
+            size = WINDOW_CAP
+            table, idx = segments[-1]
+            last = int(idx[-1])
+            search_token = encode_token(Cursor(int(table.instants[last]), table.uuids[last]))
+        window = Window([(table.day, idx) for table, idx in segments], size, search_token)
+        with self._windows_lock:
+            self._windows[key] = window
+            while len(self._windows) > 64:
+                self._windows.popitem(last=False)
+        return window
+
+    # -- /_admin ----------------------------------------------------------
+    def _admin(self, method: str, path: str, params: dict[str, str], body: bytes) -> Reply:
+        route = (method, path)
+        if route == ("GET", "/_admin/health"):
+            return json_reply(200, {"ok": True})
+        if route == ("GET", "/_admin/stats"):
+            return json_reply(200, self.stats.snapshot())
+        if route == ("POST", "/_admin/reset"):
+            self.stats.reset()
+            self.faults.reset()
+            return json_reply(200, {"ok": True})
+        if route == ("GET", "/_admin/faults"):
+            return json_reply(200, self.faults.config.to_dict())
+        if route == ("POST", "/_admin/faults"):
+            try:
+                payload = orjson.loads(body or b"{}")
+                if not isinstance(payload, dict):
+                    raise ValueError("the body must be a JSON object of fault fields")
+                config = FaultConfig.from_mapping(payload)
+            except (ValueError, TypeError) as exc:
+                return json_reply(400, {"error": str(exc)})
+            self.faults.configure(config)
+            return json_reply(200, config.to_dict())
+        if route == ("GET", "/_admin/truth"):
+            filters = {name: value for name, value in params.items() if name not in _NOT_FILTERS}
+            try:
+                query = parse_query(filters, self.dataset.tz)
+            except ParamError as exc:
+                return json_reply(422, {"errors": exc.errors})
+            uuids = matching_uuids(self.dataset, query, until_ms=self.dataset.available_until_ms())
+            return json_reply(200, {"uuids": uuids, "count": len(uuids)})
+        return json_reply(404, {"error": "Not found"})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Socket side: read the request, ask the app, write (or mangle) the reply."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "CDRStandIn/0.1"
+    disable_nagle_algorithm = True
+    server: StandInServer
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        app = self.server.app
+        reply = app.handle(method, self.path, body)
+        status = "dropped" if reply.drop else str(reply.status)
+        try:
+            self._write(reply)
+        except OSError:
+            self.close_connection = True
+        finally:
+            app.finish(reply, status)
+
+    def _write(self, reply: Reply) -> None:
+        if reply.delay_s > 0:
+            time.sleep(reply.delay_s)
+        if reply.drop:
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if reply.reset_mid_body:
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            # Linger 0: closing sends a TCP reset instead of a clean end of stream.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class StandInServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with daemon threads, a deep backlog and quiet client disconnects."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+
+    def __init__(
+        self, app: StandInApp, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
+    ) -> None:
+        self.app = app
+        self.verbose = verbose
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+_READY = re.compile(rb"listening on (http://\S+)")
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy: it is loopback
+
+
+def _normalise_profiles(profiles: Mapping[date | str, str | int]) -> dict[date, str | int]:
+    """Days as dates and numeric profiles as record counts, the way the CLI parses them."""
+    normalised: dict[date, str | int] = {}
+    for day, profile in profiles.items():
+        key = day if isinstance(day, date) else date.fromisoformat(day)
+        normalised[key] = int(profile) if isinstance(profile, str) and profile.isdigit() else profile
+    return normalised
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+class StandIn:
+    """Runs the stand-in CLI in a subprocess on a free port; a handle for tests, demos and benchmarks."""
+
+    def __init__(
+        self,
+        seed: int = 7,
+        records_per_day: int = 2500,
+        timezone: str = "UTC",
+        api_key: str = "demo-key",
+        faults: FaultConfig | Mapping[str, Any] | None = None,
+        day_profiles: Mapping[date | str, str | int] | None = None,
+        type_drift: float = 0.0,
+        now: datetime | str | None = None,
+        ingest_lag_s: float = 0.0,
+        extra_args: Sequence[str] = (),
+        *,
+        first_day: date = DEFAULT_FIRST_DAY,
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        self.seed = seed
+        self.records_per_day = records_per_day
+        self.timezone = timezone
+        self._api_key = api_key
+        if faults is not None and not isinstance(faults, FaultConfig):
+            faults = FaultConfig.from_mapping(faults)
+        self.faults = faults
+        self.day_profiles = _normalise_profiles(day_profiles or {})
+        self.type_drift = type_drift
+        self.now = parse_instant(now) if isinstance(now, str) else None if now is None else aware(now)
+        self.ingest_lag_s = ingest_lag_s
+        self.extra_args = tuple(extra_args)
+        self.first_day = first_day
+        self.startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+    def argv(self) -> list[str]:
+        """The command line that starts this stand-in (port 0: the OS picks a free one)."""
+        argv = [sys.executable, "-m", "airflow_provider_cdr.fake_api.cli", "--port", "0"]
+        argv += ["--seed", str(self.seed), "--records-per-day", str(self.records_per_day)]
+        argv += ["--timezone", self.timezone, "--api-key", self._api_key]
+        argv += ["--first-day", self.first_day.isoformat(), "--type-drift", str(self.type_drift)]
+        argv += ["--ingest-lag-s", str(self.ingest_lag_s)]
+        if self.now is not None:
+            argv += ["--now", self.now.isoformat()]
+        for day, profile in sorted(self.day_profiles.items()):
+            argv += ["--day-profile", f"{day.isoformat()}={profile}"]
+        if self.faults is not None:
+            default = FaultConfig().to_dict()
+            changed = {k: v for k, v in self.faults.to_dict().items() if v != default[k]}
+            if changed:
+                argv += [
+                    "--faults",
+                    ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in changed.items()),
+                ]
+        return argv + list(self.extra_args)
+
+    def start(self) -> StandIn:
+        """Spawn the server, read its port from its first stdout line, wait until /_admin/health answers."""
+        if self._process is not None:
+            return self
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        process = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        self._process = process
+        self._finalizer = weakref.finalize(self, _kill, process)
+        deadline = time.monotonic() + self.startup_timeout_s
+        try:
+            self._url = self._read_url(process, deadline)
+            self._wait_healthy(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _read_url(process: subprocess.Popen[bytes], deadline: float) -> str:
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while (left := deadline - time.monotonic()) > 0:
+                if not selector.select(left):
+                    continue
+                line = process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"stand-in exited before listening (exit code {process.wait()})")
+                if match := _READY.search(line):
+                    return match.group(1).decode()
+        raise TimeoutError("stand-in did not report its port in time")
+
+    def _wait_healthy(self, deadline: float) -> None:
+        pause = 0.01
+        while True:
+            try:
+                if self._call("GET", "/_admin/health").get("ok"):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM), then kill it if it does not exit within 5 s."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        self._finalizer.detach()
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- handles --------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:40123 (the hook's connection host)."""
+        if self._url is None:
+            raise RuntimeError("the stand-in is not started")
+        return self._url
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @cached_property
+    def dataset(self) -> CDRDataset:
+        """An in-process dataset with the server's parameters: ground truth without HTTP."""
+        return CDRDataset(
+            self.seed,
+            self.records_per_day,
+            self.timezone,
+            self.day_profiles,
+            self.type_drift,
+            first_day=self.first_day,
+            now=self.now,
+            ingest_lag_s=self.ingest_lag_s,
+        )
+
+    def set_faults(self, **fields: Any) -> dict[str, Any]:
+        """Replace the whole fault configuration (unnamed fields go back to off)."""
+        return self._call("POST", "/_admin/faults", fields)
+
+    def clear_faults(self) -> None:
+        self._call("POST", "/_admin/faults", {})
+
+    def faults_config(self) -> dict[str, Any]:
+        return self._call("GET", "/_admin/faults")
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/_admin/stats")
+
+    def reset_stats(self) -> None:
+        """Zero the counters, including the request number that drives fault decisions."""
+        self._call("POST", "/_admin/reset", {})
+
+    def truth(self, **filters: Any) -> set[str]:
+        """uuids the server holds for these filters (no paging, no cap, no faults; availability applies)."""
+        params = urllib.parse.urlencode({name: str(value) for name, value in filters.items()})
+        return set(self._call("GET", f"/_admin/truth?{params}")["uuids"])
+
+    def _call(self, method: str, path: str, payload: Mapping[str, Any] | None = None) -> Any:
+        data = None if payload is None else orjson.dumps(dict(payload))
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with _LOCAL.open(request, timeout=60) as response:
+                return orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()!r}") from exc

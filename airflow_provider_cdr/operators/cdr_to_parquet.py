@@ -1,0 +1,303 @@
+"""CDRToParquetOperator: one account-local day of CDRs into one Hive partition, atomically."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid as uuid_lib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from airflow.sdk import Asset, BaseOperator
+
+from airflow_provider_cdr.day_window import DayWindow
+from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
+from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
+from airflow_provider_cdr.output import asset_uri, open_base
+from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary
+from airflow_provider_cdr.query import WINDOW_FILTERS, CDRQuery, build_query
+from airflow_provider_cdr.records import RecordConverter
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# Past this share of records outside the day, the time zone is probably wrong.
+OUT_OF_DAY_WARN_SHARE = 0.01
+DEFAULT_SLICES = 8
+
+
+def _is_templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_is_templated(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_is_templated(v) for v in value)
+    return False
+
+
+def check_filters(filters: dict[str, Any] | None, timezone: str = "UTC") -> CDRQuery:
+    """The operator's filters: any documented one except the date window, which the operator owns."""
+    filters = dict(filters or {})
+    owned = sorted(WINDOW_FILTERS & set(filters))
+    if owned:
+        raise CDRQueryError(
+            f"Invalid CDR filters: {', '.join(owned)} set by the operator from `day`; remove them"
+        )
+    return build_query(filters, timezone)
+
+
+def parse_day(value: Any) -> date:
+    """A day from 'YYYY-MM-DD', a date, or a datetime (its date); anything else is refused."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise CDRQueryError(f"day={value!r} is not a day in YYYY-MM-DD form")
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CDRQueryError(f"timezone={name!r} is not an IANA time zone name") from None
+
+
+def day_from_context(context: Context, tz: ZoneInfo) -> date:
+    """The day a run covers, when `day` is not given.
+
+    With a data interval (a daily ``CronDataIntervalTimetable`` in the account's time zone), the
+    day the interval starts on. Without one (``CronTriggerTimetable``, ``@daily`` in Airflow 3, a
+    manual run), the day BEFORE the run's logical date (or run_after): a run at midnight lands the
+    day that has just ended, never a day still in progress.
+    """
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return start.astimezone(tz).date()
+    dag_run = context.get("dag_run")
+    moment = context.get("logical_date") or getattr(dag_run, "run_after", None)
+    if moment is None:
+        raise CDRQueryError("cannot tell which day to land: give `day=` (e.g. '{{ ds }}')")
+    return moment.astimezone(tz).date() - timedelta(days=1)
+
+
+class CDRToParquetOperator(BaseOperator):
+    """
+    Land one day of Call Detail Records as a Hive partition ``{output_path}/date=YYYY-MM-DD/``.
+
+    The day is a calendar day in the account's time zone (23 or 25 hours on DST days). A rerun
+    replaces the day atomically; records are written as they arrive, so memory does not grow
+    with the day.
+
+    :param cdr_conn_id: connection of type ``cdr``.
+    :param output_path: local directory or object-storage URL (``s3://bucket/cdr``). (templated)
+    :param output_conn_id: connection for object storage (e.g. an ``aws`` connection).
+    :param day: the day to land, ``YYYY-MM-DD``; default: the day the run covers, see
+        :func:`day_from_context`. (templated)
+    :param timezone: IANA name; default: the connection's ``timezone`` extra.
+    :param filters: any documented filter except the date window. (templated)
+    :param slices: how many time slices of the day are fetched concurrently.
+    :param concurrency: requests in flight at once; default: the connection's ``concurrency``.
+    :param per_page: records per request; default: the connection's ``per_page`` (10000).
+    """
+
+    template_fields: Sequence[str] = ("output_path", "day", "filters")
+    ui_color = "#d9ecf7"
+
+    def __init__(
+        self,
+        *,
+        output_path: str,
+        cdr_conn_id: str = CDRHook.default_conn_name,
+        output_conn_id: str | None = None,
+        day: str | date | None = None,
+        timezone: str | None = None,
+        filters: dict[str, Any] | None = None,
+        slices: int = DEFAULT_SLICES,
+        concurrency: int | None = None,
+        per_page: int | None = None,
+        compression: str = "zstd",
+        row_group_rows: int = 65_536,
+        file_rows: int = 1_000_000,
+        max_restarts: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        if not output_path or not isinstance(output_path, str):
+            raise CDRQueryError("output_path must be a non-empty path or URL")
+        if timezone is not None:
+            _zone(timezone)
+        if not _is_templated(filters):
+            check_filters(filters)
+        if day is not None and not _is_templated(day):
+            parse_day(day)
+        if slices < 1:
+            raise CDRQueryError(f"slices must be at least 1, got {slices}")
+        if not _is_templated(output_path) and "outlets" not in kwargs:
+            kwargs["outlets"] = [Asset(asset_uri(output_path))]
+        super().__init__(**kwargs)
+        self.cdr_conn_id = cdr_conn_id
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.day = day
+        self.timezone = timezone
+        self.filters = filters
+        self.slices = slices
+        self.concurrency = concurrency
+        self.per_page = per_page
+        self.compression = compression
+        self.row_group_rows = row_group_rows
+        self.file_rows = file_rows
+        self.max_restarts = max_restarts
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = CDRHook(cdr_conn_id=self.cdr_conn_id)
+        tz = _zone(self.timezone or hook.timezone)
+        query = check_filters(self.filters, tz.key)
+        day = parse_day(self.day) if self.day else day_from_context(context, tz)
+        window = DayWindow(day, tz)
+        base = open_base(self.output_path, self.output_conn_id)
+        self.log.info("Landing CDRs of %s (%s, %.0f h) into %s", day, tz.key, window.hours, self.output_path)
+        for attempt in range(self.max_restarts + 1):
+            try:
+                summary, facts = self._land(hook, query, window, base, context)
+                break
+            except CDRSearchTokenExpired:
+                if attempt == self.max_restarts:
+                    raise
+                self.log.warning("A search token expired; restarting the day from scratch (nothing was kept)")
+        result = {
+            "day": day.isoformat(),
+            "location": summary.location,
+            "rows": summary.rows,
+            "files": len(summary.files),
+            "bytes": summary.bytes,
+            "out_of_day": facts["out_of_day"],
+        }
+        self._emit_asset_event(context, result)
+        self._lineage = (hook.base_url, summary.location)
+        return result
+
+    def _land(
+        self, hook: CDRHook, query: CDRQuery, window: DayWindow, base: Any, context: Context
+    ) -> tuple[PartitionSummary, dict[str, Any]]:
+        """One complete attempt: fetch every slice, write as it arrives, commit or leave no trace."""
+        converters: list[RecordConverter] = []
+        local = threading.local()
+
+        def to_batch(records: list[Any]) -> pa.RecordBatch:
+            converter = getattr(local, "converter", None)
+            if converter is None:
+                converter = local.converter = RecordConverter()
+                converters.append(converter)
+            return converter.to_batch(records)
+
+        slices = [query.with_window(**bounds) for bounds in window.slices(self.slices)]
+        extraction = hook.extraction(
+            to_batch,
+            lambda batch, keep: batch.filter(pa.array(keep)),
+            per_page=self.per_page,
+            concurrency=self.concurrency or hook.settings.concurrency,
+        )
+        run_id = uuid_lib.uuid4().hex[:12]
+        start = pa.scalar(window.start, pa.timestamp("us", tz="UTC"))
+        end = pa.scalar(window.end, pa.timestamp("us", tz="UTC"))
+        edge_end = pa.scalar(window.end + timedelta(seconds=1), pa.timestamp("us", tz="UTC"))
+        out_of_day = 0
+        with DayPartitionWriter(
+            base,
+            window.day,
+            compression=self.compression,
+            row_group_rows=self.row_group_rows,
+            file_rows=self.file_rows,
+            run_id=run_id,
+        ) as writer:
+            for batch in extraction.run([s.as_params() for s in slices]):
+                ts = batch.column("timestamp")
+                inside = pc.or_kleene(pc.and_(pc.greater_equal(ts, start), pc.less(ts, end)), pc.is_null(ts))
+                kept = batch.filter(inside)
+                if kept.num_rows != batch.num_rows:
+                    # The next day's first second is fetched on purpose (slice overlap): not a surprise.
+                    edge = pc.sum(pc.and_(pc.greater_equal(ts, end), pc.less(ts, edge_end))).as_py() or 0
+                    out_of_day += batch.num_rows - kept.num_rows - edge
+                writer.write_batch(kept)
+            facts = self._facts(extraction.stats, converters, out_of_day, query, window, context)
+            summary = writer.commit(manifest=facts)
+        self._warn_if_zone_wrong(summary.rows, out_of_day, window)
+        return summary, facts
+
+    def _facts(
+        self,
+        stats: Any,
+        converters: list[RecordConverter],
+        out_of_day: int,
+        query: CDRQuery,
+        window: DayWindow,
+        context: Context,
+    ) -> dict[str, Any]:
+        """What the manifest says about this extraction; the query is stored without the key."""
+        unknown: Counter[str] = Counter()
+        for converter in converters:
+            unknown.update(converter.unknown_fields)
+        ti = context.get("ti")
+        return {
+            "endpoint": RECORDS_PATH,
+            "query": query.as_params(),
+            "timezone": window.tz.key,
+            "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+            "slices": self.slices,
+            "requests": stats.requests,
+            "retries": stats.retries,
+            "duplicates_dropped": stats.duplicates,
+            "out_of_day": out_of_day,
+            "coerced_values": sum(c.coerced for c in converters),
+            "uncoercible_values": sum(c.uncoercible for c in converters),
+            "unknown_fields": dict(unknown),
+            "dag_id": getattr(ti, "dag_id", None),
+            "task_id": getattr(ti, "task_id", None),
+            "run_id": getattr(ti, "run_id", None),
+            "try_number": getattr(ti, "try_number", None),
+        }
+
+    def _warn_if_zone_wrong(self, rows: int, out_of_day: int, window: DayWindow) -> None:
+        if out_of_day and out_of_day > OUT_OF_DAY_WARN_SHARE * max(rows + out_of_day, 1):
+            self.log.warning(
+                "%d records of the API's answer fell outside %s in %s (kept %d): the account's time "
+                "zone is probably not %s. Set the connection's `timezone` extra to the contact "
+                "centre's time zone.",
+                out_of_day,
+                window.day,
+                window.tz.key,
+                rows,
+                window.tz.key,
+            )
+
+    def _emit_asset_event(self, context: Context, result: dict[str, Any]) -> None:
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                outlet_events[outlet].extra = {
+                    "day": result["day"],
+                    "rows": result["rows"],
+                    "files": result["files"],
+                    "bytes": result["bytes"],
+                }
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Input: the API endpoint (no key); output: the dataset. Only with the OpenLineage provider."""
+        from airflow_provider_cdr.lineage import operator_lineage
+
+        base_url, location = getattr(self, "_lineage", (None, None))
+        return operator_lineage(base_url, location)

@@ -1,0 +1,38 @@
+"""Where a dataset lives: a local directory or an object-storage URL, and its Asset URI."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_cdr.errors import CDRQueryError
+
+
+def is_local(output_path: str) -> bool:
+    return "://" not in output_path or output_path.startswith("file://")
+
+
+def local_path(output_path: str) -> str:
+    return os.path.abspath(output_path.removeprefix("file://"))
+
+
+def open_base(output_path: str, conn_id: str | None = None) -> str | ObjectStoragePath:
+    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise."""
+    if is_local(output_path):
+        path = local_path(output_path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise CDRQueryError(f"output_path {path} exists and is not a directory")
+        return path
+    if urlsplit(output_path).password or urlsplit(output_path).username:
+        raise CDRQueryError("output_path must not carry credentials; use output_conn_id")
+    return ObjectStoragePath(output_path, conn_id=conn_id)
+
+
+def asset_uri(output_path: str) -> str:
+    """The dataset's URI for Airflow Assets and lineage: file:///abs/path or the storage URL."""
+    if is_local(output_path):
+        return "file://" + local_path(output_path)
+    parts = urlsplit(output_path)
+    return urlunsplit((parts.scheme, parts.hostname or "", parts.path.rstrip("/"), "", ""))

@@ -1,0 +1,114 @@
+"""Records per second of the path API bytes -> JSON -> Arrow batch -> committed Parquet day, on one core.
+
+Run: ``.venv/bin/python benchmarks/convert_speed.py [--records N] [--per-page N]``.
+The pages are synthetic but shaped like the API's sample response: about 60 % calls,
+25 % chats with an ``sla`` object, 15 % SMS with non-ASCII text. The process is
+pinned to one CPU (Linux) so Arrow's thread pools cannot make it look faster.
+One warm-up page runs first: the first Arrow conversion of a process imports
+pandas (about a second, once), which says nothing about throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import orjson
+
+from airflow_provider_cdr.partition import DayPartitionWriter
+from airflow_provider_cdr.records import RecordConverter
+
+
+def synthetic_record(number: int, rng: random.Random) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "uuid": f"{number:08x}-4103-48ac-84ad-4861155f86db",
+        "timestamp": f"2024-07-31T{number % 24:02d}:{number % 60:02d}:{number * 7 % 60:02d}."
+        f"{number % 1000:03d}-03:00",
+        "agent": rng.choice(["Mike A", "Chandra Agarwal", None, "Zoë Łukasz"]),
+        "from": str(15550000000 + number),
+        "to": "31208112500",
+        "disposition": rng.choice(["answered", "no_answer", "busy"]),
+        "duration": f"{number % 30:02d}:{number % 60:02d}:{number * 3 % 60:02d}",
+        "queue": None,
+        "wrapup_code": "0101",
+        "agent_id": 50000 + number % 100,
+        "cpc": 0.3972,
+        "type": "outbound",
+    }
+    kind = rng.random()
+    if kind < 0.25:
+        record.update(
+            type="chat",
+            cpc=0.0,
+            sla={
+                "time_to_first_response": "00:01:45",
+                "time_to_resolution": "48:16:27",
+                "time_to_reply": "00:00:23",
+            },
+        )
+    elif kind < 0.40:
+        record.update(
+            type="outbound_sms",
+            sid="ACME",
+            text="Привет, ваш заказ готов ✓ " * 3,
+            related_call=None,
+            template="order_ready",
+            num_segments=1,
+        )
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=400_000)
+    parser.add_argument("--per-page", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+    rng = random.Random(7)
+    pages = [
+        orjson.dumps({"records": [synthetic_record(n, rng) for n in range(start, start + args.per_page)]})
+        for start in range(0, args.records, args.per_page)
+    ]
+    RecordConverter().to_batch(orjson.loads(pages[0])["records"])  # warm-up, see docstring
+
+    convert = [_timed(lambda: _convert(pages)) for _ in range(args.repeat)]
+    write = [_timed(lambda: _convert_and_write(pages)) for _ in range(args.repeat)]
+    print(f"{args.records:,} records in pages of {args.per_page:,}, one core, best of {args.repeat}")
+    for label, runs in (("bytes -> Arrow batches", convert), ("bytes -> committed Parquet day", write)):
+        wall = args.records / min(run[0] for run in runs)
+        cpu = args.records / min(run[1] for run in runs)
+        print(f"{label:32} {wall:>10,.0f} records/s wall   {cpu:>10,.0f} records/s CPU time")
+
+
+def _timed(work: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds): CPU time is what a shared machine cannot steal."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _convert(pages: list[bytes]) -> None:
+    converter = RecordConverter()
+    for page in pages:
+        converter.to_batch(orjson.loads(page)["records"])
+
+
+def _convert_and_write(pages: list[bytes]) -> None:
+    converter = RecordConverter()
+    with tempfile.TemporaryDirectory() as base, DayPartitionWriter(base, date(2024, 7, 31)) as writer:
+        for page in pages:
+            writer.write_batch(converter.to_batch(orjson.loads(page)["records"]))
+        writer.commit(manifest={"benchmark": True})
+
+
+if __name__ == "__main__":
+    main()

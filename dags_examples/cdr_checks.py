@@ -1,0 +1,101 @@
+"""Read a landed day partition back and check it, independently of the code that wrote it.
+
+The operator already counts what it writes; this re-reads the committed files the way a
+consumer would, so a partial swap, a stale file or a shifted day is caught before anyone
+queries it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_cdr.day_window import DayWindow
+from airflow_provider_cdr.partition import MANIFEST_NAME as MANIFEST
+
+
+@dataclass(frozen=True)
+class PartitionCheck:
+    """What the files of one day say, next to what the manifest and the operator said."""
+
+    day: str
+    location: str
+    parquet_rows: int
+    parquet_files: int
+    manifest_rows: int
+    manifest_files: int
+    unlisted_files: int
+    reported_rows: int
+    distinct_uuids: int
+    outside_day: int
+    null_timestamps: int
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.parquet_rows == self.manifest_rows == self.reported_rows:
+            found.append(
+                f"row counts disagree: Parquet {self.parquet_rows}, manifest {self.manifest_rows}, "
+                f"operator {self.reported_rows}"
+            )
+        if self.parquet_files != self.manifest_files:
+            found.append(f"{self.parquet_files} of the {self.manifest_files} files the manifest lists exist")
+        if self.unlisted_files:
+            # A reader globbing the folder would count these too.
+            found.append(f"{self.unlisted_files} Parquet files the manifest does not list")
+        if self.distinct_uuids != self.parquet_rows:
+            found.append(f"{self.parquet_rows - self.distinct_uuids} duplicate uuids")
+        if self.outside_day:
+            found.append(f"{self.outside_day} timestamps outside {self.day}")
+        return found
+
+
+def open_partition(location: str, conn_id: str | None = None) -> ObjectStoragePath:
+    """The partition folder as one path type for local disk and object storage alike."""
+    if "://" not in location:
+        location = "file://" + os.path.abspath(location)
+    return ObjectStoragePath(location, conn_id=conn_id)
+
+
+def inspect_partition(landed: dict[str, Any], timezone: str, conn_id: str | None = None) -> PartitionCheck:
+    """Count rows, files, distinct uuids and out-of-day timestamps of the partition `landed` names.
+
+    The files read are those the manifest lists (the commit point on object storage); files
+    in the folder that it does not list are counted as a problem of their own.
+
+    :param landed: the operator's XCom (``day``, ``location``, ``rows``, ...).
+    :param timezone: the account's time zone, which defines the day's bounds.
+    """
+    folder = open_partition(landed["location"], conn_id)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    listed = [entry["name"] for entry in manifest["files"]]
+    present = {p.name for p in folder.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet")}
+    files = [folder / name for name in listed if name in present]
+    table = pq.read_table([p.path for p in files], filesystem=folder.fs, columns=["uuid", "timestamp"])
+    window = DayWindow(date.fromisoformat(landed["day"]), ZoneInfo(timezone))
+    ts = table.column("timestamp")
+    outside = pc.invert(pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end)))
+    return PartitionCheck(
+        day=landed["day"],
+        location=landed["location"],
+        parquet_rows=table.num_rows,
+        parquet_files=len(files),
+        manifest_rows=int(manifest["rows"]),
+        manifest_files=len(listed),
+        unlisted_files=len(present - set(listed)),
+        reported_rows=int(landed["rows"]),
+        distinct_uuids=pc.count_distinct(table.column("uuid")).as_py(),
+        outside_day=pc.sum(outside).as_py() or 0,
+        null_timestamps=ts.null_count,
+    )
+
+
+def summary(check: PartitionCheck) -> str:
+    return json.dumps(asdict(check))

@@ -1,0 +1,78 @@
+"""
+### CDR daily: one account-local day of Call Detail Records per run, as Parquet
+
+`wait_for_day` (deferrable: no worker slot while it waits) until the day has ended, settled
+and has records -> `land_day` writes `{CDR_OUTPUT_PATH}/cdr/date=YYYY-MM-DD/` atomically ->
+`check_day` reads the files back: manifest rows == Parquet rows == the operator's rows,
+uuids unique, every timestamp inside the day.
+
+Each run covers exactly one calendar day in the contact centre's time zone (`CDR_TIMEZONE`):
+the timetable's data interval is [00:00, next 00:00) there, 23 or 25 hours on DST days.
+`catchup` lands every day since `CDR_START_DATE`; re-landing a day replaces it whole, so
+clearing a run, or `airflow backfill create --dag-id cdr_daily --from-date ... --to-date ...
+--reprocess-behavior completed`, is always safe. Settings: see `cdr_settings.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cdr_settings
+from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.timetables.interval import CronDataIntervalTimetable
+from cdr_checks import inspect_partition, summary
+
+from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
+from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
+
+settings = cdr_settings.load()
+
+with DAG(
+    dag_id="cdr_daily",
+    description="One account-local day of CDRs per run, landed as Parquet and checked",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=settings.timezone),
+    start_date=settings.start_date,
+    catchup=True,
+    # Catch-up runs land days side by side; the caps keep the API within its rate.
+    max_active_runs=3,
+    max_active_tasks=4,
+    default_args=settings.default_args,
+    doc_md=__doc__,
+    tags=["cdr"],
+) as dag:
+    wait_for_day = CDRRecordsSensor(
+        task_id="wait_for_day",
+        cdr_conn_id=settings.cdr_conn_id,
+        timezone=settings.timezone,
+        settle_period=settings.settle_period,
+        deferrable=True,
+        poke_interval=300,
+        # Beyond the sensor's own grace period, a day that never shows up is a failure to look at.
+        timeout=24 * 3600,
+    )
+
+    land_day = CDRToParquetOperator(
+        task_id="land_day",
+        cdr_conn_id=settings.cdr_conn_id,
+        output_path=settings.records_path,
+        output_conn_id=settings.output_conn_id,
+        timezone=settings.timezone,
+        pool=settings.pool,
+        max_active_tis_per_dag=settings.max_api_tasks,
+    )
+
+    @task(retries=0)
+    def check_day(landed: dict[str, Any]) -> dict[str, Any]:
+        """Fail the run (no retry: rereading would not change the files) if the day is not sound."""
+        check = inspect_partition(landed, settings.timezone, settings.output_conn_id)
+        print(summary(check))
+        if check.null_timestamps:
+            print(f"warning: {check.null_timestamps} records kept without a readable timestamp")
+        problems = check.problems()
+        if problems:
+            raise AirflowFailException(f"{check.location}: " + "; ".join(problems))
+        return {"day": check.day, "rows": check.parquet_rows, "files": check.parquet_files}
+
+    wait_for_day >> land_day
+    check_day(land_day.output)

@@ -1,0 +1,112 @@
+"""
+### CDR lookups: a daily snapshot of the six lookup lists as Parquet dimension tables
+
+Agents, queues, teams, wrap-up codes, campaigns and deleted agents, each to
+`{CDR_OUTPUT_PATH}/dimensions/<name>/date=YYYY-MM-DD/<name>.parquet`, so the records'
+`agent_id`, `wrapup_code`, `queue` ... can be joined to names. `date=D` holds the lists as
+fetched by the run covering day D (right after D ended), beside the records of D.
+
+Columns: `id` (int64, as the records' `agent_id`; a string for wrap-up codes, whose leading
+zeros matter), `name`, `extra_fields` (every other field, as JSON: the lists' shapes are not
+documented) and `fetched_at`. A snapshot of "now" cannot be taken for a past day, so this DAG
+does not catch up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import cdr_settings
+import pyarrow as pa
+import pyarrow.parquet as pq
+from airflow.sdk import DAG, ObjectStoragePath, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from airflow_provider_cdr.hooks.cdr import LOOKUP_PATHS, CDRHook
+from airflow_provider_cdr.operators.cdr_to_parquet import day_from_context
+
+LOOKUPS = tuple(LOOKUP_PATHS)  # agents, queues, teams, wrapup_codes, campaigns, deleted_agents
+STRING_IDS = {"wrapup_codes"}
+
+settings = cdr_settings.load()
+
+
+def lookup_schema(name: str) -> pa.Schema:
+    id_type = pa.string() if name in STRING_IDS else pa.int64()
+    return pa.schema(
+        [
+            pa.field("id", id_type, nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("extra_fields", pa.string(), metadata={"format": "json"}),
+            pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def to_table(name: str, items: list[dict[str, Any]], fetched_at: datetime) -> pa.Table:
+    """The list as its declared table; an id that does not fit the type fails loudly."""
+    schema = lookup_schema(name)
+    ids = [item.get("id") for item in items]
+    if name in STRING_IDS:
+        ids = [None if value is None else str(value) for value in ids]
+    extras = [{k: v for k, v in item.items() if k not in ("id", "name")} for item in items]
+    columns = {
+        "id": ids,
+        "name": [item.get("name") for item in items],
+        "extra_fields": [json.dumps(extra, ensure_ascii=False) if extra else None for extra in extras],
+        "fetched_at": [fetched_at] * len(items),
+    }
+    return pa.table(columns, schema=schema)
+
+
+def write_table(table: pa.Table, target: str, conn_id: str | None) -> str:
+    """Write next to the target, then rename over it: a reader sees the old file or the new one."""
+    if "://" not in target or target.startswith("file://"):
+        path = os.path.abspath(target.removeprefix("file://"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            pq.write_table(table, temporary, compression="zstd")
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return path
+    # Object stores have no rename; a single PUT is already all-or-nothing.
+    remote = ObjectStoragePath(target, conn_id=conn_id)
+    with remote.open("wb") as out:
+        pq.write_table(table, out, compression="zstd")
+    return str(remote)
+
+
+with DAG(
+    dag_id="cdr_lookups",
+    description="Daily snapshot of the CDR API's six lookup lists as Parquet dimension tables",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=settings.timezone),
+    start_date=settings.start_date,
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=settings.max_api_tasks,
+    default_args=settings.default_args,
+    doc_md=__doc__,
+    tags=["cdr"],
+) as dag:
+
+    @task(pool=settings.pool)
+    def snapshot(name: str, **context: Any) -> dict[str, Any]:
+        """Fetch one lookup list and write its day's dimension file."""
+        hook = CDRHook(cdr_conn_id=settings.cdr_conn_id)
+        day = day_from_context(context, ZoneInfo(settings.timezone))
+        items = getattr(hook, f"list_{name}")()
+        table = to_table(name, items, datetime.now(timezone.utc))
+        target = f"{settings.dimensions_path}/{name}/date={day.isoformat()}/{name}.parquet"
+        written = write_table(table, target, settings.output_conn_id)
+        print(f"{name}: {table.num_rows} rows -> {written}")
+        return {"name": name, "day": day.isoformat(), "rows": table.num_rows, "location": written}
+
+    snapshot.expand(name=list(LOOKUPS))

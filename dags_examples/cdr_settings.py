@@ -1,0 +1,105 @@
+"""Deployment settings shared by the example CDR DAGs, read from environment variables.
+
+The same DAG files run in the demo (local disk, a stand-in API), the docker-compose
+deployment (MinIO, CeleryExecutor) and production; only these variables change:
+
+=========================  ===================================================================
+``CDR_TIMEZONE``           the contact centre's IANA time zone; each daily run covers one
+                           calendar day in it (default ``America/Sao_Paulo``). Keep it equal to
+                           the connection's ``timezone`` extra.
+``CDR_START_DATE``         first day the daily DAG lands (``YYYY-MM-DD``), or ``-N`` for "N days
+                           before today" (default ``-7``). ``catchup`` fills every day since.
+``CDR_OUTPUT_PATH``        root of the data: local directory or ``s3://bucket/prefix``. Records
+                           go to ``{root}/cdr/date=YYYY-MM-DD/``, lookups to
+                           ``{root}/dimensions/<name>/date=YYYY-MM-DD/`` (default
+                           ``$AIRFLOW_HOME/cdr-data``).
+``CDR_OUTPUT_CONN_ID``     connection for object storage, e.g. ``aws_cdr`` (default: none).
+``CDR_CONN_ID``            connection of type ``cdr`` (default ``cdr_default``).
+``CDR_POOL``               Airflow pool the API-calling tasks share (default ``default_pool``).
+``CDR_MAX_API_TASKS``      API-calling task instances running at once per DAG (default 2).
+``CDR_RETRIES``            task retries (default 3).
+``CDR_RETRY_DELAY_S``      first retry delay in seconds, doubling after (default 300).
+``CDR_SETTLE_MINUTES``     how long after midnight a day is left to settle before landing it,
+                           for late-written records (default 30).
+=========================  ===================================================================
+
+Every value is read when a DAG file is parsed, through a function, so a test or the demo
+can change the environment between parses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+DEFAULT_TIMEZONE = "America/Sao_Paulo"
+
+
+@dataclass(frozen=True)
+class CDRDagSettings:
+    """One parse's view of the environment variables above."""
+
+    timezone: str
+    start_date: datetime
+    output_root: str
+    output_conn_id: str | None
+    cdr_conn_id: str
+    pool: str
+    max_api_tasks: int
+    retries: int
+    retry_delay: timedelta
+    settle_period: timedelta
+
+    @property
+    def records_path(self) -> str:
+        """Where the records' day partitions go: a folder of their own, so a Hive-style
+        read of it never picks up the dimension tables."""
+        return f"{self.output_root.rstrip('/')}/cdr"
+
+    @property
+    def dimensions_path(self) -> str:
+        return f"{self.output_root.rstrip('/')}/dimensions"
+
+    @property
+    def default_args(self) -> dict[str, object]:
+        """Retries with exponential backoff: a broken API or store gets time to recover."""
+        return {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(hours=1),
+        }
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _start_date(text: str, tz: ZoneInfo) -> datetime:
+    """Midnight of the first day, account-local: `YYYY-MM-DD`, or `-N` days before today."""
+    if text.startswith("-") and text[1:].isdigit():
+        day = datetime.now(tz).date() - timedelta(days=int(text[1:]))
+    else:
+        day = date.fromisoformat(text)
+    return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+def load() -> CDRDagSettings:
+    """The settings as the environment says now; a wrong value fails the DAG file's import."""
+    timezone = _env("CDR_TIMEZONE", DEFAULT_TIMEZONE)
+    tz = ZoneInfo(timezone)
+    airflow_home = _env("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+    return CDRDagSettings(
+        timezone=timezone,
+        start_date=_start_date(_env("CDR_START_DATE", "-7"), tz),
+        output_root=_env("CDR_OUTPUT_PATH", os.path.join(airflow_home, "cdr-data")),
+        output_conn_id=os.environ.get("CDR_OUTPUT_CONN_ID") or None,
+        cdr_conn_id=_env("CDR_CONN_ID", "cdr_default"),
+        pool=_env("CDR_POOL", "default_pool"),
+        max_api_tasks=int(_env("CDR_MAX_API_TASKS", "2")),
+        retries=int(_env("CDR_RETRIES", "3")),
+        retry_delay=timedelta(seconds=float(_env("CDR_RETRY_DELAY_S", "300"))),
+        settle_period=timedelta(minutes=float(_env("CDR_SETTLE_MINUTES", "30"))),
+    )

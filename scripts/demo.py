@@ -1,0 +1,224 @@
+"""`make demo`: one week of CDRs through the real `cdr_daily` DAG, then the result read back.
+
+What it does, all under `.demo/` (recreated each time) and with nothing left running:
+
+1. starts the CDR API stand-in (seed 7, ~5000 records a day, America/Sao_Paulo) with its clock
+   frozen after the demo week, so every day of the week is complete;
+2. creates a throwaway Airflow home on SQLite (`airflow db migrate`) whose DAGs folder is
+   `dags_examples/`, and gives it the `cdr_default` connection as AIRFLOW_CONN_CDR_DEFAULT;
+3. runs `cdr_daily` (sensor -> land -> check) once per day with `dag.test()`, the same
+   scheduling loop and task runner Airflow uses, in this one process;
+4. prints each day as DuckDB reads it from the Parquet files, next to the stand-in's truth.
+
+Airflow's own log goes to `.demo/airflow.log`; the terminal gets one line per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / ".demo"
+DAGS = ROOT / "dags_examples"
+DAG_ID = "cdr_daily"
+TIMEZONE = "America/Sao_Paulo"
+FIRST_DAY = date(2024, 6, 3)  # a Monday
+DAYS = 7
+RECORDS_PER_DAY = 5000
+
+
+# Progress lines go here; Airflow's own output may be redirected to a log file meanwhile.
+_terminal = sys.stdout
+
+
+def say(message: str) -> None:
+    print(message, file=_terminal, flush=True)
+
+
+def airflow_environment(api_url: str, api_key: str) -> dict[str, str]:
+    """Everything Airflow and the DAG files read, as environment variables (set before import)."""
+    home = DEMO / "airflow"
+    connection = {
+        "conn_type": "cdr",
+        "host": api_url,
+        "password": api_key,
+        "extra": {"timezone": TIMEZONE, "concurrency": 4},
+    }
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW_CONN_CDR_DEFAULT": json.dumps(connection),
+        "CDR_TIMEZONE": TIMEZONE,
+        "CDR_START_DATE": FIRST_DAY.isoformat(),
+        "CDR_OUTPUT_PATH": str(DEMO / "data"),
+        "CDR_RETRIES": "1",
+        "CDR_RETRY_DELAY_S": "5",
+    }
+
+
+def migrate(log: Path) -> None:
+    """`airflow db migrate` in a child: the metadata DB must exist before this process imports Airflow."""
+    with log.open("ab") as out:
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdout=out, stderr=out, check=True)
+
+
+@contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Send the process's stdout/stderr (Airflow's log lines) to `log`; `say()` still reaches the terminal."""
+    global _terminal
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    _terminal = os.fdopen(os.dup(1), "w", buffering=1)
+    with log.open("ab") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        _terminal.close()
+        _terminal = sys.stdout
+
+
+def run_days(days: list[date]) -> list[dict[str, Any]]:
+    """One `dag.test()` per day; a line per task as each day finishes. Returns the landing XComs."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    # As the dag processor and the workers parse it: the bundle's root is on sys.path.
+    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.dags[DAG_ID]
+    tz = ZoneInfo(TIMEZONE)
+    landed = []
+    for day in days:
+        # A manual run's data interval is the day that ended at its logical date: midnight after `day`.
+        logical_date = datetime(day.year, day.month, day.day, tzinfo=tz) + timedelta(days=1)
+        started = time.monotonic()
+        run = dag.test(logical_date=logical_date)
+        for ti in sorted(run.get_task_instances(), key=lambda ti: ti.start_date or run.start_date):
+            duration = f"{ti.duration:5.1f}s" if ti.duration is not None else "    -"
+            say(f"  {day}  {ti.task_id:<13} {ti.state!s:<8} {duration}")
+        if run.state != "success":
+            raise RuntimeError(f"{DAG_ID} failed for {day}; see {DEMO / 'airflow.log'}")
+        say(f"{day}  done in {time.monotonic() - started:.1f}s")
+        landed.append(_xcom(run, "land_day"))
+    return landed
+
+
+def _xcom(run: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value"
+        )
+        return XComModel.deserialize_value(session.scalars(query).one())
+
+
+def read_back(data: Path) -> list[tuple[Any, ...]]:
+    """Per day: rows, files, bytes and distinct uuids, as DuckDB reads the Parquet files."""
+    import duckdb
+
+    pattern = str(data / "cdr" / "date=*" / "*.parquet")
+    return duckdb.sql(
+        f"""
+        WITH rows AS (
+            SELECT date, count(*) AS rows, count(DISTINCT uuid) AS uuids
+            FROM read_parquet('{pattern}', hive_partitioning = true) GROUP BY date
+        ), files AS (
+            SELECT regexp_extract(filename, 'date=([0-9-]+)', 1) AS date,
+                   count(*) AS files, sum(size) AS bytes
+            FROM read_blob('{pattern}') GROUP BY 1
+        )
+        SELECT rows.date, rows.rows, files.files, files.bytes, rows.uuids
+        FROM rows JOIN files ON CAST(rows.date AS VARCHAR) = files.date ORDER BY rows.date
+        """
+    ).fetchall()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=DAYS, help=f"how many days from {FIRST_DAY} (default 7)")
+    args = parser.parse_args()
+    days = [FIRST_DAY + timedelta(days=n) for n in range(args.days)]
+    began = time.monotonic()
+
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir(parents=True)
+    log = DEMO / "airflow.log"
+
+    from airflow_provider_cdr.fake_api.server import StandIn
+
+    # Frozen at 06:00 local the morning after the week: every day of it has ended and is in.
+    frozen = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), ZoneInfo(TIMEZONE))
+    stand_in = StandIn(
+        seed=7, records_per_day=RECORDS_PER_DAY, timezone=TIMEZONE, now=frozen + timedelta(hours=6)
+    )
+    say(f"Starting the CDR stand-in (seed 7, {RECORDS_PER_DAY} records/day, {TIMEZONE}) ...")
+    stand_in.start()
+    try:
+        say(f"  listening on {stand_in.url}, clock frozen at {stand_in.now.isoformat()}")
+        os.environ.update(airflow_environment(stand_in.url, stand_in.api_key))
+        say(f"Creating a throwaway Airflow home in {DEMO / 'airflow'} (SQLite) ...")
+        migrate(log)
+        say(f"Running {DAG_ID} for {days[0]} .. {days[-1]} (Airflow's log: {log})")
+        with output_to(log):
+            landed = run_days(days)
+        say("")
+        say_table(read_back(DEMO / "data"), landed, stand_in, days)
+    finally:
+        stand_in.stop()
+    say(f"\nFiles: {DEMO / 'data' / 'cdr'}/date=YYYY-MM-DD/part-*.parquet (+ _manifest.json)")
+    say(
+        'Query them: duckdb -c "SELECT date, type, count(*) FROM read_parquet('
+        f"'{DEMO / 'data' / 'cdr'}/*/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY ALL\""
+    )
+    say(f"Demo finished in {time.monotonic() - began:.0f}s; the stand-in is stopped.")
+    return 0
+
+
+def say_table(
+    rows: list[tuple[Any, ...]], landed: list[dict[str, Any]], stand_in: Any, days: list[date]
+) -> None:
+    """The week as read back with DuckDB, with the operator's count and the stand-in's truth beside it."""
+    reported = {item["day"]: item["rows"] for item in landed}
+    say(f"{'day':<12}{'rows':>8}{'files':>7}{'bytes':>11}   {'operator':>8}{'API truth':>11}")
+    total = [0, 0, 0]
+    for day, count, files, size, uuids in rows:
+        truth = len(stand_in.truth(start_date=str(day), end_date=str(day)))
+        match = "ok" if count == uuids == truth == reported.get(str(day)) else "MISMATCH"
+        say(f"{day!s:<12}{count:>8}{files:>7}{size:>11}   {reported.get(str(day)):>8}{truth:>11}  {match}")
+        total = [total[0] + count, total[1] + files, total[2] + size]
+    say(f"{'total':<12}{total[0]:>8}{total[1]:>7}{total[2]:>11}")
+    if len(rows) != len(days):
+        say(f"expected {len(days)} days, DuckDB found {len(rows)}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\nInterrupted; the stand-in is stopped.", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,109 @@
+"""Session-wide test setup: an isolated AIRFLOW_HOME and the CDR API stand-in as fixtures.
+
+AIRFLOW_HOME is set at import time, before any test module imports airflow, so
+no test reads or writes the developer's ~/airflow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="cdr-tests-airflow-home-")
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+# The stand-in listens on loopback: a developer's HTTP proxy must not see (or break) that traffic.
+for _name in ("NO_PROXY", "no_proxy"):
+    os.environ[_name] = ",".join(filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
+
+import pytest  # noqa: E402
+
+from airflow_provider_cdr.fake_api.server import StandIn  # noqa: E402
+
+STAND_IN_DEFAULTS: dict[str, Any] = {
+    "seed": 7,
+    "records_per_day": 2500,
+    "timezone": "America/Sao_Paulo",
+    "now": "2024-03-20T12:00:00Z",
+}
+
+
+@pytest.fixture(scope="session")
+def stand_in() -> Iterator[StandIn]:
+    """The session's stand-in: seed 7, 2,500 records a day, São Paulo time, clock frozen at 2024-03-20 12:00Z."""
+    with StandIn(**STAND_IN_DEFAULTS) as server:
+        yield server
+
+
+@pytest.fixture
+def api(stand_in: StandIn) -> StandIn:
+    """The session's stand-in with faults cleared and stats (and the fault request counter) reset."""
+    stand_in.clear_faults()
+    stand_in.reset_stats()
+    return stand_in
+
+
+@pytest.fixture(scope="session")
+def make_stand_in() -> Iterator[Callable[..., StandIn]]:
+    """Factory of further stand-ins (other time zone, day profiles, drift...), one per distinct params.
+
+    Call as make_stand_in(timezone="America/New_York", day_profiles={...}); omitted
+    params default to the session stand-in's. Servers are shared by equal params
+    and stopped at session end; every call resets stats and restores the faults
+    the server was started with (none unless `faults=` was given).
+    """
+    servers: dict[str, StandIn] = {}
+
+    def make(**params: Any) -> StandIn:
+        merged = {**STAND_IN_DEFAULTS, **params}
+        key = repr(sorted((name, repr(value)) for name, value in merged.items()))
+        if key not in servers:
+            servers[key] = StandIn(**merged).start()
+        server = servers[key]
+        server.set_faults(**(server.faults.to_dict() if server.faults else {}))
+        server.reset_stats()
+        return server
+
+    yield make
+    for server in servers.values():
+        server.stop()
+
+
+def connection_json(server: StandIn, **extra: Any) -> str:
+    """The `cdr_default` connection for a stand-in, as Airflow's AIRFLOW_CONN_* JSON form."""
+    return json.dumps(
+        {
+            "conn_type": "cdr",
+            "host": server.url,
+            "password": server.api_key,
+            "extra": {"timezone": server.timezone, **extra},
+        }
+    )
+
+
+@pytest.fixture
+def cdr_conn(api: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    """Point connection `cdr_default` at the session stand-in (faults cleared); yields the stand-in."""
+    monkeypatch.setenv("AIRFLOW_CONN_CDR_DEFAULT", connection_json(api))
+    return api
+
+
+@pytest.fixture
+def cdr_conn_for(monkeypatch: pytest.MonkeyPatch) -> Callable[..., StandIn]:
+    """Point a connection (default `cdr_default`) at any stand-in, e.g. one from make_stand_in.
+
+    Usage: cdr_conn_for(server, per_page=500) or cdr_conn_for(server, conn_id="cdr_ny").
+    """
+
+    def point(server: StandIn, conn_id: str = "cdr_default", **extra: Any) -> StandIn:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(server, **extra))
+        return server
+
+    return point

@@ -1,0 +1,49 @@
+"""A local day's instants and slices, DST days included."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from airflow_provider_cdr.day_window import DayWindow
+
+
+@pytest.mark.parametrize(
+    ("day", "zone", "hours"),
+    [
+        (date(2024, 3, 10), "America/New_York", 23),
+        (date(2024, 11, 3), "America/New_York", 25),
+        (date(2024, 3, 31), "Europe/Berlin", 23),
+        (date(2024, 3, 5), "America/Sao_Paulo", 24),
+    ],
+)
+def test_day_length_and_bounds(day: date, zone: str, hours: int) -> None:
+    window = DayWindow(day, ZoneInfo(zone))
+    assert window.hours == hours
+    assert window.start.astimezone(ZoneInfo(zone)).replace(tzinfo=None) == datetime(
+        day.year, day.month, day.day
+    )
+
+
+@pytest.mark.parametrize("count", [1, 3, 8, 12, 24, 48])
+@pytest.mark.parametrize("day", [date(2024, 3, 10), date(2024, 11, 3), date(2024, 6, 1)])
+def test_slices_cover_the_day_overlapping_at_their_boundary(day: date, count: int) -> None:
+    tz = ZoneInfo("America/New_York")
+    slices = DayWindow(day, tz).slices(count)
+    assert slices[0]["start_datetime"] == f"{day}T00:00:00"
+    assert slices[-1]["end_datetime"] == f"{day + timedelta(days=1)}T00:00:00"
+    for before, after in itertools.pairwise(slices):
+        assert before["end_datetime"] == after["start_datetime"]
+    for bounds in slices:
+        for text in bounds.values():
+            local = datetime.fromisoformat(text)
+            # every boundary names exactly one instant: not in the spring gap, not in the autumn fold
+            assert (
+                local.replace(tzinfo=tz, fold=0).utcoffset() == local.replace(tzinfo=tz, fold=1).utcoffset()
+            )
+            back = local.replace(tzinfo=tz).astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
+            assert back == local
+    assert len(slices) <= count

@@ -1,0 +1,178 @@
+"""The example DAGs import cleanly and are shaped as documented: timetables, catch-up, caps."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pytest
+from airflow.dag_processing.dagbag import BundleDagBag
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
+from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
+
+DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
+EXAMPLE_DAG_IDS = {"cdr_daily", "cdr_backfill_range", "cdr_lookups"}
+
+
+def parse(monkeypatch: pytest.MonkeyPatch, **env: str) -> BundleDagBag:
+    """Parse dags_examples as the dag processor does, with these CDR_* settings."""
+    for name in ("CDR_TIMEZONE", "CDR_START_DATE", "CDR_OUTPUT_PATH", "CDR_MAX_API_TASKS", "CDR_POOL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+
+
+@pytest.fixture
+def bag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> BundleDagBag:
+    return parse(monkeypatch, CDR_START_DATE="2024-03-01", CDR_OUTPUT_PATH=str(tmp_path))
+
+
+def test_every_example_imports_without_errors(bag: BundleDagBag) -> None:
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXAMPLE_DAG_IDS))
+def test_every_example_validates_and_serializes(bag: BundleDagBag, dag_id: str) -> None:
+    """What the dag processor stores and the scheduler reads back must survive serialization."""
+    dag = bag.dags[dag_id]
+    dag.validate()
+    restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    assert set(restored.task_dict) == set(dag.task_dict)
+
+
+def test_daily_dag_covers_one_account_local_day_per_run(bag: BundleDagBag) -> None:
+    dag = bag.dags["cdr_daily"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.timetable.serialize() == {"expression": "0 0 * * *", "timezone": "America/Sao_Paulo"}
+    assert dag.catchup is True
+    assert dag.start_date == datetime(2024, 3, 1, tzinfo=ZoneInfo("America/Sao_Paulo"))
+    interval = dag.timetable.infer_manual_data_interval(
+        run_after=datetime(2024, 3, 12, 15, tzinfo=ZoneInfo("America/Sao_Paulo"))
+    )
+    assert interval.end - interval.start == timedelta(days=1)
+    assert interval.start.astimezone(ZoneInfo("America/Sao_Paulo")).hour == 0
+
+
+def test_daily_dag_is_sensor_then_land_then_check(bag: BundleDagBag, tmp_path: Path) -> None:
+    dag = bag.dags["cdr_daily"]
+    wait, land = dag.get_task("wait_for_day"), dag.get_task("land_day")
+    assert isinstance(wait, CDRRecordsSensor) and wait.deferrable is True
+    assert isinstance(land, CDRToParquetOperator)
+    assert land.output_path == f"{tmp_path}/cdr"
+    assert land.timezone == "America/Sao_Paulo"
+    assert wait.downstream_task_ids == {"land_day"}
+    assert land.downstream_task_ids == {"check_day"}
+    assert dag.get_task("check_day").retries == 0  # rereading the same files gives the same verdict
+
+
+def test_daily_dag_caps_its_load_on_the_api(bag: BundleDagBag) -> None:
+    dag = bag.dags["cdr_daily"]
+    land = dag.get_task("land_day")
+    assert dag.max_active_runs == 3
+    assert dag.max_active_tasks == 4
+    assert land.max_active_tis_per_dag == 2
+    assert land.pool == "default_pool"
+    assert land.retries == 3 and land.retry_delay == timedelta(minutes=5)
+    assert land.retry_exponential_backoff
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bag = parse(
+        monkeypatch,
+        CDR_TIMEZONE="Europe/Berlin",
+        CDR_START_DATE="-3",
+        CDR_OUTPUT_PATH="s3://bucket/prefix",
+        CDR_MAX_API_TASKS="5",
+        CDR_POOL="cdr_api",
+    )
+    assert bag.import_errors == {}
+    daily = bag.dags["cdr_daily"]
+    assert daily.timetable.serialize()["timezone"] == "Europe/Berlin"
+    today = datetime.now(ZoneInfo("Europe/Berlin")).date()
+    assert daily.start_date.astimezone(ZoneInfo("Europe/Berlin")).date() == today - timedelta(days=3)
+    land = daily.get_task("land_day")
+    assert land.output_path == "s3://bucket/prefix/cdr"
+    assert land.max_active_tis_per_dag == 5 and land.pool == "cdr_api"
+
+
+def test_a_wrong_setting_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = parse(monkeypatch, CDR_TIMEZONE="Mars/Olympus_Mons")
+    assert {Path(path).name for path in bag.import_errors} == {f"{dag_id}.py" for dag_id in EXAMPLE_DAG_IDS}
+    assert all("Mars/Olympus_Mons" in error for error in bag.import_errors.values())
+
+
+def test_range_dag_is_manual_with_date_params_and_a_mapped_capped_land(bag: BundleDagBag) -> None:
+    dag = bag.dags["cdr_backfill_range"]
+    assert type(dag.timetable).__name__ == "NullTimetable"
+    assert dag.max_active_runs == 1
+    schemas = {name: param.schema for name, param in dag.params.items()}
+    assert schemas["start_day"]["format"] == schemas["end_day"]["format"] == "date"
+    assert schemas["redo_landed"]["type"] == "boolean"
+    land = dag.get_task("land_day")
+    assert land.is_mapped
+    assert land.partial_kwargs["max_active_tis_per_dag"] == 2
+    assert dag.get_task("days_to_land").downstream_task_ids == {"land_day"}
+
+
+def test_lookups_dag_snapshots_the_six_lists_daily(bag: BundleDagBag) -> None:
+    dag = bag.dags["cdr_lookups"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.catchup is False
+    snapshot = dag.get_task("snapshot")
+    assert snapshot.is_mapped
+    assert snapshot._get_specified_expand_input().value["name"] == [
+        "agents",
+        "queues",
+        "teams",
+        "wrapup_codes",
+        "campaigns",
+        "deleted_agents",
+    ]
+
+
+# -- the helpers inside the DAG files ----------------------------------------------------------
+
+
+def dag_module(bag: BundleDagBag, dag_id: str) -> Any:
+    """The module the DagBag loaded the DAG's file as (under a name of its own making)."""
+    fileloc = bag.dags[dag_id].fileloc
+    return next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == fileloc)
+
+
+def test_range_days_are_inclusive_and_bounded(bag: BundleDagBag) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    days_between = dag_module(bag, "cdr_backfill_range").days_between
+    assert days_between("2024-03-30", "2024-04-02") == [
+        date(2024, 3, 30),
+        date(2024, 3, 31),
+        date(2024, 4, 1),
+        date(2024, 4, 2),
+    ]
+    with pytest.raises(AirflowFailException, match="before"):
+        days_between("2024-03-02", "2024-03-01")
+    with pytest.raises(AirflowFailException, match="at most"):
+        days_between("2020-01-01", "2024-01-01")
+
+
+def test_lookup_tables_have_declared_types(bag: BundleDagBag) -> None:
+    to_table = dag_module(bag, "cdr_lookups").to_table
+    fetched = datetime(2024, 3, 12, 3, tzinfo=ZoneInfo("UTC"))
+    agents = to_table("agents", [{"id": 51234, "name": "Zoë", "team_id": 7}], fetched)
+    assert agents.schema.field("id").type == pa.int64()
+    assert agents.column("extra_fields").to_pylist() == ['{"team_id": 7}']
+    codes = to_table("wrapup_codes", [{"id": "0101", "name": "Sale"}], fetched)
+    assert codes.schema.field("id").type == pa.string()
+    assert codes.column("id").to_pylist() == ["0101"]
+    assert codes.column("extra_fields").to_pylist() == [None]
+    empty = to_table("teams", [], fetched)
+    assert empty.num_rows == 0 and empty.schema == agents.schema

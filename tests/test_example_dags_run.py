@@ -1,0 +1,255 @@
+"""Each example DAG, parsed from dags_examples/, runs end to end with dag.test() against the stand-in.
+
+dag.test() runs the scheduler's dependency loop and the real task runner in this process; the
+DAG must be in a DAG bundle, so the `dags-folder` bundle is pointed at dags_examples/.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from airflow_db import ensure_airflow_db
+
+DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
+TIMEZONE = "America/Sao_Paulo"  # the session stand-in's
+LOOKUPS = ("agents", "queues", "teams", "wrapup_codes", "campaigns", "deleted_agents")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _metadata_db() -> None:
+    ensure_airflow_db()
+
+
+@pytest.fixture
+def out(cdr_conn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Settings for one parse of the examples: the stand-in's zone, output under tmp_path, no retries."""
+    from airflow import settings
+
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(DAGS))
+    monkeypatch.setenv("CDR_TIMEZONE", TIMEZONE)
+    monkeypatch.setenv("CDR_START_DATE", "2024-03-01")
+    monkeypatch.setenv("CDR_OUTPUT_PATH", str(tmp_path))
+    monkeypatch.setenv("CDR_RETRIES", "0")
+    monkeypatch.delenv("CDR_OUTPUT_CONN_ID", raising=False)
+    return tmp_path
+
+
+def load_dag(dag_id: str) -> Any:
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+    assert bag.import_errors == {}
+    return bag.dags[dag_id]
+
+
+def midnight_after(day: str) -> datetime:
+    """A manual run at this logical date has the account-local `day` as its data interval."""
+    start = date.fromisoformat(day) + timedelta(days=1)
+    return datetime(start.year, start.month, start.day, tzinfo=ZoneInfo(TIMEZONE))
+
+
+def xcoms(run: Any, task_id: str) -> list[Any]:
+    """The task's return values in this run, one per map index."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    query = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value")
+    with create_session() as session:
+        rows = sorted(session.scalars(query).all(), key=lambda row: row.map_index)
+        return [XComModel.deserialize_value(row) for row in rows]
+
+
+def states(run: Any) -> dict[tuple[str, int], str]:
+    return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
+
+
+def landed_uuids(records: Path, day: str) -> list[str]:
+    """uuids of the files the day's manifest lists (what a manifest-aware reader reads)."""
+    partition = records / f"date={day}"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    files = [str(partition / entry["name"]) for entry in manifest["files"]]
+    return pq.read_table(files, columns=["uuid"]).column("uuid").to_pylist()
+
+
+def test_daily_dag_lands_consecutive_days_equal_to_ground_truth(out: Path, cdr_conn: Any) -> None:
+    dag = load_dag("cdr_daily")
+    for day in ("2024-03-10", "2024-03-11"):
+        run = dag.test(logical_date=midnight_after(day))
+        assert run.state == "success", states(run)
+        assert set(states(run).values()) == {"success"}
+        landed = landed_uuids(out / "cdr", day)
+        truth = cdr_conn.truth(start_date=day, end_date=day)
+        assert len(truth) > 0
+        assert len(landed) == len(set(landed))
+        assert set(landed) == truth
+        [reported] = xcoms(run, "land_day")
+        assert reported["day"] == day and reported["rows"] == len(truth)
+        [checked] = xcoms(run, "check_day")
+        assert checked == {"day": day, "rows": len(truth), "files": reported["files"]}
+
+
+def test_daily_dag_rerun_replaces_the_day(out: Path, cdr_conn: Any) -> None:
+    dag = load_dag("cdr_daily")
+    day = "2024-03-12"
+    for _ in range(2):
+        run = dag.test(logical_date=midnight_after(day))
+        assert run.state == "success", states(run)
+    partition = out / "cdr" / f"date={day}"
+    assert len(list(partition.glob("part-*.parquet"))) == xcoms(run, "land_day")[0]["files"]
+    assert set(landed_uuids(out / "cdr", day)) == cdr_conn.truth(start_date=day, end_date=day)
+
+
+def test_daily_dag_check_fails_on_a_damaged_partition(out: Path, cdr_conn: Any) -> None:
+    """The check reads the files, not the operator's word: a stray file fails the run."""
+    dag = load_dag("cdr_daily")
+    day = "2024-03-13"
+    partition = out / "cdr" / f"date={day}"
+
+    def commit_then_damage(self: Any, *args: Any, **kwargs: Any) -> Any:
+        summary = original(self, *args, **kwargs)
+        stray = partition / "part-stray-00000.parquet"
+        pq.write_table(pq.read_table(partition / summary.files[0]), stray)
+        return summary
+
+    from airflow_provider_cdr.partition import DayPartitionWriter
+
+    original = DayPartitionWriter.commit
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DayPartitionWriter, "commit", commit_then_damage)
+        run = dag.test(logical_date=midnight_after(day))
+    assert states(run)[("land_day", -1)] == "success"
+    assert states(run)[("check_day", -1)] == "failed"
+    assert run.state == "failed"
+
+
+def test_range_dag_maps_one_task_per_day_and_skips_landed_days(out: Path, cdr_conn: Any) -> None:
+    dag = load_dag("cdr_backfill_range")
+    days = ["2024-03-14", "2024-03-15", "2024-03-16"]
+    run = dag.test(run_conf={"start_day": days[0], "end_day": days[-1], "redo_landed": False})
+    assert run.state == "success", states(run)
+    landed = xcoms(run, "land_day")
+    assert [item["day"] for item in landed] == days
+    for day in days:
+        assert set(landed_uuids(out / "cdr", day)) == cdr_conn.truth(start_date=day, end_date=day)
+    assert xcoms(run, "report") == [{"days": 3, "rows": sum(item["rows"] for item in landed)}]
+
+    # Landed days are skipped; only the new day is fetched.
+    run = dag.test(run_conf={"start_day": days[1], "end_day": "2024-03-17", "redo_landed": False})
+    assert run.state == "success", states(run)
+    assert xcoms(run, "days_to_land") == [["2024-03-17"]]
+    assert [item["day"] for item in xcoms(run, "land_day")] == ["2024-03-17"]
+
+    # Nothing left to land: the mapped task is skipped and the report still runs.
+    run = dag.test(run_conf={"start_day": days[0], "end_day": days[0], "redo_landed": False})
+    assert run.state == "success", states(run)
+    assert xcoms(run, "report") == [{"days": 0, "rows": 0}]
+
+    # redo_landed lands again.
+    run = dag.test(run_conf={"start_day": days[0], "end_day": days[0], "redo_landed": True})
+    assert run.state == "success", states(run)
+    assert [item["day"] for item in xcoms(run, "land_day")] == [days[0]]
+
+
+def test_range_dag_refuses_a_reversed_range(out: Path, cdr_conn: Any) -> None:
+    dag = load_dag("cdr_backfill_range")
+    run = dag.test(run_conf={"start_day": "2024-03-15", "end_day": "2024-03-14", "redo_landed": False})
+    assert states(run)[("days_to_land", -1)] == "failed"
+    assert run.state == "failed"
+
+
+def test_lookups_dag_writes_the_six_dimension_tables(out: Path, cdr_conn: Any) -> None:
+    dag = load_dag("cdr_lookups")
+    day = "2024-03-11"
+    run = dag.test(logical_date=midnight_after(day))
+    assert run.state == "success", states(run)
+    expected = cdr_conn.dataset.lookups()
+    for name in LOOKUPS:
+        path = out / "dimensions" / name / f"date={day}" / f"{name}.parquet"
+        table = pq.read_table(path)
+        assert table.column_names == ["id", "name", "extra_fields", "fetched_at"]
+        assert table.column("id").to_pylist() == [item["id"] for item in expected[name]]
+        assert table.column("name").to_pylist() == [item["name"] for item in expected[name]]
+    assert not list(out.glob("dimensions/*/*/*.tmp"))
+
+
+# -- object storage: the docker-compose layout (an S3 bucket, an `aws` connection) ----------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on a free loopback port, standing in for the compose file's MinIO."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_daily_and_lookups_dags_land_in_object_storage(
+    out: Path, cdr_conn: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    import s3fs
+
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **credentials).create_bucket(
+        Bucket="cdr-lake"
+    )
+    # The docker-compose file's connection, pointed at this S3 server instead of MinIO.
+    compose = yaml.safe_load((DAGS.parent / "docker" / "docker-compose.yaml").read_text())
+    connection = json.loads(compose["x-airflow-common"]["environment"]["AIRFLOW_CONN_AWS_CDR"])
+    connection.update(login="testing", password="testing")
+    connection["extra"]["endpoint_url"] = s3_endpoint
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_CDR", json.dumps(connection))
+    monkeypatch.setenv("CDR_OUTPUT_PATH", "s3://cdr-lake/warehouse")
+    monkeypatch.setenv("CDR_OUTPUT_CONN_ID", "aws_cdr")
+    day = "2024-03-09"
+
+    run = load_dag("cdr_daily").test(logical_date=midnight_after(day))
+    assert run.state == "success", states(run)
+    run = load_dag("cdr_lookups").test(logical_date=midnight_after(day))
+    assert run.state == "success", states(run)
+
+    bucket = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3_endpoint)
+    partition = f"cdr-lake/warehouse/cdr/date={day}"
+    manifest = json.loads(bucket.cat_file(f"{partition}/_manifest.json"))
+    files = [f"{partition}/{entry['name']}" for entry in manifest["files"]]
+    uuids = pq.read_table(files, filesystem=bucket, columns=["uuid"]).column("uuid").to_pylist()
+    assert set(uuids) == cdr_conn.truth(start_date=day, end_date=day)
+    assert len(uuids) == len(set(uuids))
+    for name in LOOKUPS:
+        table = pq.read_table(
+            f"cdr-lake/warehouse/dimensions/{name}/date={day}/{name}.parquet", filesystem=bucket
+        )
+        assert table.num_rows == len(cdr_conn.dataset.lookups()[name])
