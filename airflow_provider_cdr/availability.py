@@ -119,7 +119,7 @@ def _instant(value: Any, tz: ZoneInfo, name: str) -> datetime:
     if isinstance(value, str):
         text = value.strip()
         try:
-            parsed = datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(re.sub(r"Z$", "+00:00", text))
         except ValueError:
             parsed = None
         if parsed is None or (parsed.tzinfo is None and not _LOCAL_DATETIME.fullmatch(text)):

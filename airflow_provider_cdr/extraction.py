@@ -161,6 +161,8 @@ class Extraction(Generic[T]):
     concurrency: int = 1
     stats: ExtractionStats = field(default_factory=ExtractionStats)
     seen: SeenUUIDs = field(default_factory=SeenUUIDs)
+    close: Callable[[], None] = lambda: None
+    """Called once the run ends, however it ends (e.g. to close the HTTP session)."""
 
     def run(self, queries: Sequence[Mapping[str, str]]) -> Iterator[T]:
         pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries)
@@ -169,6 +171,7 @@ class Extraction(Generic[T]):
                 yield from self._fresh(payload, uuids)
         finally:
             pages.close()
+            self.close()
         self.stats.log_progress(force=True)
 
     def _fresh(self, payload: T, uuids: list[str]) -> Iterator[T]:

@@ -51,9 +51,9 @@ def lookup_schema(name: str) -> pa.Schema:
 def to_table(name: str, items: list[dict[str, Any]], fetched_at: datetime) -> pa.Table:
     """The list as its declared table; an id that does not fit the type fails loudly."""
     schema = lookup_schema(name)
-    ids = [item.get("id") for item in items]
-    if name in STRING_IDS:
-        ids = [None if value is None else str(value) for value in ids]
+    # Ids may come as 56215 or "56215"; anything else that is not an integer fails loudly.
+    cast = str if name in STRING_IDS else int
+    ids = [None if item.get("id") is None else cast(item["id"]) for item in items]
     extras = [{k: v for k, v in item.items() if k not in ("id", "name")} for item in items]
     columns = {
         "id": ids,

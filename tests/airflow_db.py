@@ -30,7 +30,6 @@ def register_dag(dag: Any) -> Any:
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
-
     from airflow.utils.session import create_session
 
     ensure_airflow_db()

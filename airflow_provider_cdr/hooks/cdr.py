@@ -229,6 +229,7 @@ class CDRHook(HttpHook):
             select=select or (lambda records, keep: [r for r, k in zip(records, keep) if k]),
             concurrency=concurrency or 1,
             stats=stats,
+            close=session.close,
         )
 
     def iter_pages(self, per_page: int | None = None, **filters: Any) -> Iterator[list[dict[str, Any]]]:
@@ -262,11 +263,19 @@ class CDRHook(HttpHook):
 
     # -- lookups ---------------------------------------------------------------------------------
 
+    def _get_once(self, path: str, params: Mapping[str, str]) -> Any:
+        """One request (with its retries) on a session of its own."""
+        with self.get_conn() as session:
+            return self._get_json(
+                session, path, params, RequestGate(self.settings.rate_limit), ExtractionStats()
+            )
+
+    def fetch_page(self, params: Mapping[str, str]) -> Any:
+        """One records request as the API answers it (API parameters, paging included, key added here)."""
+        return self._get_once(RECORDS_PATH, params)
+
     def _lookup(self, name: str) -> list[dict[str, Any]]:
-        session = self.get_conn()
-        body = self._get_json(
-            session, LOOKUP_PATHS[name], {}, RequestGate(self.settings.rate_limit), ExtractionStats()
-        )
+        body = self._get_once(LOOKUP_PATHS[name], {})
         if isinstance(body, dict):  # tolerate {"agents": [...]} as well as a bare list
             body = next((v for v in body.values() if isinstance(v, list)), [])
         if not isinstance(body, list):
@@ -294,16 +303,9 @@ class CDRHook(HttpHook):
     # -- UI ----------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap request (one record of today) to prove the URL and the key work."""
+        """One cheap request (a page of one record) to prove the URL and the key work."""
         try:
-            session = self.get_conn()
-            self._get_json(
-                session,
-                RECORDS_PATH,
-                {"per_page": "1", "page": "1"},
-                RequestGate(),
-                ExtractionStats(),
-            )
+            self._get_once(RECORDS_PATH, {"per_page": "1", "page": "1"})
         except Exception as err:
             return False, redact(str(err), self._api_key)
         return True, "Connection to the CDR API works."

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid as uuid_lib
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import Asset, BaseOperator
 
+from airflow_provider_cdr.arguments import check_filters, day_from_context, is_templated, parse_day, time_zone
 from airflow_provider_cdr.day_window import DayWindow
 from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
 from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
 from airflow_provider_cdr.output import asset_uri, open_base
 from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary
-from airflow_provider_cdr.query import WINDOW_FILTERS, CDRQuery, build_query
+from airflow_provider_cdr.query import CDRQuery
 from airflow_provider_cdr.records import RecordConverter
 
 if TYPE_CHECKING:
@@ -29,67 +28,6 @@ if TYPE_CHECKING:
 # Past this share of records outside the day, the time zone is probably wrong.
 OUT_OF_DAY_WARN_SHARE = 0.01
 DEFAULT_SLICES = 8
-
-
-def _is_templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, dict):
-        return any(_is_templated(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_is_templated(v) for v in value)
-    return False
-
-
-def check_filters(filters: dict[str, Any] | None, timezone: str = "UTC") -> CDRQuery:
-    """The operator's filters: any documented one except the date window, which the operator owns."""
-    filters = dict(filters or {})
-    owned = sorted(WINDOW_FILTERS & set(filters))
-    if owned:
-        raise CDRQueryError(
-            f"Invalid CDR filters: {', '.join(owned)} set by the operator from `day`; remove them"
-        )
-    return build_query(filters, timezone)
-
-
-def parse_day(value: Any) -> date:
-    """A day from 'YYYY-MM-DD', a date, or a datetime (its date); anything else is refused."""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise CDRQueryError(f"day={value!r} is not a day in YYYY-MM-DD form")
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CDRQueryError(f"timezone={name!r} is not an IANA time zone name") from None
-
-
-def day_from_context(context: Context, tz: ZoneInfo) -> date:
-    """The day a run covers, when `day` is not given.
-
-    With a data interval (a daily ``CronDataIntervalTimetable`` in the account's time zone), the
-    day the interval starts on. Without one (``CronTriggerTimetable``, ``@daily`` in Airflow 3, a
-    manual run), the day BEFORE the run's logical date (or run_after): a run at midnight lands the
-    day that has just ended, never a day still in progress.
-    """
-    start = context.get("data_interval_start")
-    end = context.get("data_interval_end")
-    if start is not None and end is not None and end > start:
-        return start.astimezone(tz).date()
-    dag_run = context.get("dag_run")
-    moment = context.get("logical_date") or getattr(dag_run, "run_after", None)
-    if moment is None:
-        raise CDRQueryError("cannot tell which day to land: give `day=` (e.g. '{{ ds }}')")
-    return moment.astimezone(tz).date() - timedelta(days=1)
 
 
 class CDRToParquetOperator(BaseOperator):
@@ -136,14 +74,14 @@ class CDRToParquetOperator(BaseOperator):
         if not output_path or not isinstance(output_path, str):
             raise CDRQueryError("output_path must be a non-empty path or URL")
         if timezone is not None:
-            _zone(timezone)
-        if not _is_templated(filters):
+            time_zone(timezone)
+        if not is_templated(filters):
             check_filters(filters)
-        if day is not None and not _is_templated(day):
+        if day is not None and not is_templated(day):
             parse_day(day)
         if slices < 1:
             raise CDRQueryError(f"slices must be at least 1, got {slices}")
-        if not _is_templated(output_path) and "outlets" not in kwargs:
+        if not is_templated(output_path) and "outlets" not in kwargs:
             kwargs["outlets"] = [Asset(asset_uri(output_path))]
         super().__init__(**kwargs)
         self.cdr_conn_id = cdr_conn_id
@@ -162,7 +100,7 @@ class CDRToParquetOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = CDRHook(cdr_conn_id=self.cdr_conn_id)
-        tz = _zone(self.timezone or hook.timezone)
+        tz = time_zone(self.timezone or hook.timezone)
         query = check_filters(self.filters, tz.key)
         day = parse_day(self.day) if self.day else day_from_context(context, tz)
         window = DayWindow(day, tz)

@@ -16,6 +16,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_cdr import availability
+from airflow_provider_cdr.arguments import (
+    check_filters,
+    day_from_context,
+    is_templated,
+    parse_day,
+    time_zone,
+)
 from airflow_provider_cdr.availability import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_SETTLE_PERIOD,
@@ -33,13 +40,6 @@ from airflow_provider_cdr.availability import (
 from airflow_provider_cdr.day_window import DayWindow
 from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.hooks.cdr import CDRHook
-from airflow_provider_cdr.operators.cdr_to_parquet import (
-    _is_templated,
-    _zone,
-    check_filters,
-    day_from_context,
-    parse_day,
-)
 from airflow_provider_cdr.query import CDRQuery
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
 
@@ -92,8 +92,8 @@ class CDRRecordsSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        zone = _zone(timezone) if timezone is not None else ZoneInfo("UTC")
-        if not _is_templated(filters):
+        zone = time_zone(timezone) if timezone is not None else ZoneInfo("UTC")
+        if not is_templated(filters):
             check_filters(filters)
         _check_window_arguments(day, start_datetime, end_datetime, zone)
         self.rule = AvailabilityRule(
@@ -114,7 +114,7 @@ class CDRRecordsSensor(BaseSensorOperator):
 
     def _probe(self, context: Context, hook: CDRHook) -> tuple[Window, CDRQuery, ZoneInfo]:
         """The rendered window and filters, validated, as one query in the account's time zone."""
-        tz = _zone(self.timezone or hook.timezone)
+        tz = time_zone(self.timezone or hook.timezone)
         filters = check_filters(self.filters, tz.key)
         if self.start_datetime is not None or self.end_datetime is not None:
             window = Window.between(self.start_datetime, self.end_datetime, tz)
@@ -150,13 +150,12 @@ class CDRRecordsSensor(BaseSensorOperator):
                 self.rule.settle_period,
             )
             return Verdict.WAIT
-        fetch = hook.extraction().fetch
         request: dict[str, str] | None = probe_params(query.as_params())
         found = False
         for _ in range(MAX_PROBE_REQUESTS):
             if request is None:
                 break
-            found, request = probe_step(request, fetch(request))
+            found, request = probe_step(request, hook.fetch_page(request))
         verdict = self.rule.judge(now, window.end, found)
         if verdict is Verdict.WAIT:
             self.log.info(
@@ -225,9 +224,9 @@ def _check_window_arguments(day: Any, start: Any, end: Any, zone: ZoneInfo) -> N
         raise CDRQueryError("give both start_datetime and end_datetime, or neither")
     if start is not None and day is not None:
         raise CDRQueryError("give either day or start_datetime/end_datetime, not both")
-    if day is not None and not _is_templated(day):
+    if day is not None and not is_templated(day):
         parse_day(day)
-    if start is not None and not _is_templated(start) and not _is_templated(end):
+    if start is not None and not is_templated(start) and not is_templated(end):
         # Naive values are read in the given zone (UTC when the connection's is used): enough
         # to check their form and order here; the real zone applies at run time.
         Window.between(start, end, zone)

@@ -140,7 +140,7 @@ class CDRRecordsTrigger(BaseTrigger):
         super().__init__()
         if "key" in params or not all(isinstance(v, str) for v in params.values()):
             raise CDRQueryError("params must be the API's string parameters, without the key")
-        end = datetime.fromisoformat(window_end)
+        end = datetime.fromisoformat(window_end.replace("Z", "+00:00"))
         if end.tzinfo is None:
             raise CDRQueryError(f"window_end={window_end!r} has no UTC offset")
         if poll_interval <= 0:

@@ -203,7 +203,7 @@ def test_day_follows_the_data_interval(api: Any, monkeypatch: pytest.MonkeyPatch
         ({"day": "2024-02-30"}, "not a day"),
         ({"day": "yesterday"}, "not a day"),
         ({"filters": {"typ": "inbound"}}, "did you mean 'type'"),
-        ({"filters": {"start_date": "2024-01-01"}}, "set by the operator"),
+        ({"filters": {"start_date": "2024-01-01"}}, "set by the task"),
         ({"timezone": "Mars/Olympus"}, "not an IANA time zone"),
         ({"output_path": ""}, "output_path"),
     ],

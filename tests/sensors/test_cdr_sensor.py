@@ -343,7 +343,7 @@ def test_an_ended_window_not_yet_ingested_waits(
         ({"day": "yesterday"}, "not a day"),
         ({"filters": {"typ": "inbound"}}, "did you mean 'type'"),
         ({"filters": {"type": "carrier_pigeon"}}, "unknown value"),
-        ({"filters": {"start_date": "2024-03-01"}}, "set by the operator"),
+        ({"filters": {"start_date": "2024-03-01"}}, "set by the task"),
         ({"start_datetime": "2024-03-19T00:00:00"}, "both start_datetime and end_datetime"),
         (
             {"day": DAY, "start_datetime": "2024-03-19T00:00:00", "end_datetime": "2024-03-19T01:00:00"},
