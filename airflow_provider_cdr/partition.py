@@ -71,7 +71,7 @@ import re
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -84,6 +84,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_cdr.schema import CDR_SCHEMA, SCHEMA_VERSION
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
 log = logging.getLogger(__name__)

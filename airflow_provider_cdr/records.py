@@ -41,10 +41,9 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -52,6 +51,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_cdr.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,16 @@
 
 What it does, all under `.demo/` (recreated each time) and with nothing left running:
 
-1. starts the CDR API stand-in (seed 7, ~5000 records a day, America/Sao_Paulo) with its clock
+1. starts the CDR API stand-in (seed 7, 5000 records a day, America/Sao_Paulo) with its clock
    frozen after the demo week, so every day of the week is complete;
 2. creates a throwaway Airflow home on SQLite (`airflow db migrate`) whose DAGs folder is
    `dags_examples/`, and gives it the `cdr_default` connection as AIRFLOW_CONN_CDR_DEFAULT;
-3. runs `cdr_daily` (sensor -> land -> check) once per day with `dag.test()`, the same
-   scheduling loop and task runner Airflow uses, in this one process;
+3. runs `cdr_daily` (sensor -> land -> check) once per day with `dag.test()`: the scheduler's
+   dependency loop and Airflow's task runner, in one child process;
 4. prints each day as DuckDB reads it from the Parquet files, next to the stand-in's truth.
 
+Airflow runs in a child process because its in-process task runner handles SIGINT itself: the
+parent stays interruptible, and on Ctrl-C or any error it stops the child and the stand-in.
 Airflow's own log goes to `.demo/airflow.log`; the terminal gets one line per task.
 """
 
@@ -32,19 +34,23 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
 DAGS = ROOT / "dags_examples"
+LOG = DEMO / "airflow.log"
+LANDED = DEMO / "landed.json"
 DAG_ID = "cdr_daily"
 TIMEZONE = "America/Sao_Paulo"
 FIRST_DAY = date(2024, 6, 3)  # a Monday
 DAYS = 7
 RECORDS_PER_DAY = 5000
 
-
-# Progress lines go here; Airflow's own output may be redirected to a log file meanwhile.
+# Progress lines go here; Airflow's own output is redirected to the log file meanwhile.
 _terminal = sys.stdout
 
 
 def say(message: str) -> None:
     print(message, file=_terminal, flush=True)
+
+
+# -- the parent: stand-in, Airflow home, child, report ----------------------------------------
 
 
 def airflow_environment(api_url: str, api_key: str) -> dict[str, str]:
@@ -61,7 +67,6 @@ def airflow_environment(api_url: str, api_key: str) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW_CONN_CDR_DEFAULT": json.dumps(connection),
         "CDR_TIMEZONE": TIMEZONE,
         "CDR_START_DATE": FIRST_DAY.isoformat(),
@@ -71,10 +76,90 @@ def airflow_environment(api_url: str, api_key: str) -> dict[str, str]:
     }
 
 
-def migrate(log: Path) -> None:
-    """`airflow db migrate` in a child: the metadata DB must exist before this process imports Airflow."""
-    with log.open("ab") as out:
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdout=out, stderr=out, check=True)
+def run_child(argv: list[str]) -> None:
+    """Run a child to completion; on Ctrl-C or an error, stop it (SIGTERM, then SIGKILL)."""
+    child = subprocess.Popen(argv)
+    try:
+        if child.wait() != 0:
+            raise RuntimeError(f"{' '.join(argv[1:4])} ... failed; see {LOG}")
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def read_back(data: Path) -> list[tuple[Any, ...]]:
+    """Per day: rows, files, bytes and distinct uuids, as DuckDB reads the Parquet files."""
+    import duckdb
+
+    pattern = str(data / "cdr" / "date=*" / "*.parquet")
+    return duckdb.sql(
+        f"""
+        WITH rows AS (
+            SELECT date, count(*) AS rows, count(DISTINCT uuid) AS uuids
+            FROM read_parquet('{pattern}', hive_partitioning = true) GROUP BY date
+        ), files AS (
+            SELECT regexp_extract(filename, 'date=([0-9-]+)', 1) AS date,
+                   count(*) AS files, sum(size) AS bytes
+            FROM read_blob('{pattern}') GROUP BY 1
+        )
+        SELECT rows.date, rows.rows, files.files, files.bytes, rows.uuids
+        FROM rows JOIN files ON CAST(rows.date AS VARCHAR) = files.date ORDER BY rows.date
+        """
+    ).fetchall()
+
+
+def say_table(rows: list[tuple[Any, ...]], stand_in: Any, days: list[date]) -> None:
+    """The week as read back with DuckDB, with the operator's count and the stand-in's truth beside it."""
+    reported = {item["day"]: item["rows"] for item in json.loads(LANDED.read_text())}
+    say(f"{'day':<12}{'rows':>8}{'files':>7}{'bytes':>11}   {'operator':>8}{'API truth':>11}")
+    total = [0, 0, 0]
+    for day, count, files, size, uuids in rows:
+        truth = len(stand_in.truth(start_date=str(day), end_date=str(day)))
+        match = "ok" if count == uuids == truth == reported.get(str(day)) else "MISMATCH"
+        say(f"{day!s:<12}{count:>8}{files:>7}{size:>11}   {reported.get(str(day)):>8}{truth:>11}  {match}")
+        total = [total[0] + count, total[1] + files, total[2] + size]
+    say(f"{'total':<12}{total[0]:>8}{total[1]:>7}{total[2]:>11}")
+    if len(rows) != len(days):
+        say(f"expected {len(days)} days, DuckDB found {len(rows)}")
+
+
+def demo(days: list[date]) -> None:
+    from airflow_provider_cdr.fake_api.server import StandIn
+
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir(parents=True)
+    # Frozen at 06:00 local the morning after the week: every day of it has ended and is in.
+    midnight = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), ZoneInfo(TIMEZONE))
+    stand_in = StandIn(
+        seed=7, records_per_day=RECORDS_PER_DAY, timezone=TIMEZONE, now=midnight + timedelta(hours=6)
+    )
+    say(f"Starting the CDR stand-in (seed 7, {RECORDS_PER_DAY} records/day, {TIMEZONE}) ...")
+    with stand_in:
+        say(f"  listening on {stand_in.url}, clock frozen at {stand_in.now.isoformat()}")
+        os.environ.update(airflow_environment(stand_in.url, stand_in.api_key))
+        say(f"Creating a throwaway Airflow home in {DEMO / 'airflow'} (SQLite) ...")
+        with LOG.open("ab") as log:
+            subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"], stdout=log, stderr=log, check=True
+            )
+        say(f"Running {DAG_ID} for {days[0]} .. {days[-1]} (Airflow's log: {LOG})")
+        run_child([sys.executable, __file__, "--run-days", *(day.isoformat() for day in days)])
+        say("")
+        say_table(read_back(DEMO / "data"), stand_in, days)
+    say(f"\nFiles: {DEMO / 'data' / 'cdr'}/date=YYYY-MM-DD/part-*.parquet (+ _manifest.json)")
+    query = (
+        f"SELECT date, type, count(*) AS n FROM read_parquet('{DEMO / 'data' / 'cdr'}/*/*.parquet', "
+        "hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
+    )
+    say(f'Query them: .venv/bin/python -c "import duckdb; duckdb.sql(\\"{query}\\").show()"')
+
+
+# -- the child: Airflow, one dag.test() per day -----------------------------------------------
 
 
 @contextmanager
@@ -120,7 +205,7 @@ def run_days(days: list[date]) -> list[dict[str, Any]]:
             duration = f"{ti.duration:5.1f}s" if ti.duration is not None else "    -"
             say(f"  {day}  {ti.task_id:<13} {ti.state!s:<8} {duration}")
         if run.state != "success":
-            raise RuntimeError(f"{DAG_ID} failed for {day}; see {DEMO / 'airflow.log'}")
+            raise RuntimeError(f"{DAG_ID} failed for {day}; see {LOG}")
         say(f"{day}  done in {time.monotonic() - started:.1f}s")
         landed.append(_xcom(run, "land_day"))
     return landed
@@ -137,88 +222,26 @@ def _xcom(run: Any, task_id: str) -> Any:
         return XComModel.deserialize_value(session.scalars(query).one())
 
 
-def read_back(data: Path) -> list[tuple[Any, ...]]:
-    """Per day: rows, files, bytes and distinct uuids, as DuckDB reads the Parquet files."""
-    import duckdb
-
-    pattern = str(data / "cdr" / "date=*" / "*.parquet")
-    return duckdb.sql(
-        f"""
-        WITH rows AS (
-            SELECT date, count(*) AS rows, count(DISTINCT uuid) AS uuids
-            FROM read_parquet('{pattern}', hive_partitioning = true) GROUP BY date
-        ), files AS (
-            SELECT regexp_extract(filename, 'date=([0-9-]+)', 1) AS date,
-                   count(*) AS files, sum(size) AS bytes
-            FROM read_blob('{pattern}') GROUP BY 1
-        )
-        SELECT rows.date, rows.rows, files.files, files.bytes, rows.uuids
-        FROM rows JOIN files ON CAST(rows.date AS VARCHAR) = files.date ORDER BY rows.date
-        """
-    ).fetchall()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=DAYS, help=f"how many days from {FIRST_DAY} (default 7)")
+    parser.add_argument("--run-days", nargs="+", type=date.fromisoformat, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    days = [FIRST_DAY + timedelta(days=n) for n in range(args.days)]
+    if args.run_days:  # the child
+        with output_to(LOG):
+            landed = run_days(args.run_days)
+        LANDED.write_text(json.dumps(landed))
+        return 0
     began = time.monotonic()
-
-    shutil.rmtree(DEMO, ignore_errors=True)
-    DEMO.mkdir(parents=True)
-    log = DEMO / "airflow.log"
-
-    from airflow_provider_cdr.fake_api.server import StandIn
-
-    # Frozen at 06:00 local the morning after the week: every day of it has ended and is in.
-    frozen = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), ZoneInfo(TIMEZONE))
-    stand_in = StandIn(
-        seed=7, records_per_day=RECORDS_PER_DAY, timezone=TIMEZONE, now=frozen + timedelta(hours=6)
-    )
-    say(f"Starting the CDR stand-in (seed 7, {RECORDS_PER_DAY} records/day, {TIMEZONE}) ...")
-    stand_in.start()
-    try:
-        say(f"  listening on {stand_in.url}, clock frozen at {stand_in.now.isoformat()}")
-        os.environ.update(airflow_environment(stand_in.url, stand_in.api_key))
-        say(f"Creating a throwaway Airflow home in {DEMO / 'airflow'} (SQLite) ...")
-        migrate(log)
-        say(f"Running {DAG_ID} for {days[0]} .. {days[-1]} (Airflow's log: {log})")
-        with output_to(log):
-            landed = run_days(days)
-        say("")
-        say_table(read_back(DEMO / "data"), landed, stand_in, days)
-    finally:
-        stand_in.stop()
-    say(f"\nFiles: {DEMO / 'data' / 'cdr'}/date=YYYY-MM-DD/part-*.parquet (+ _manifest.json)")
-    say(
-        'Query them: duckdb -c "SELECT date, type, count(*) FROM read_parquet('
-        f"'{DEMO / 'data' / 'cdr'}/*/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY ALL\""
-    )
+    demo([FIRST_DAY + timedelta(days=n) for n in range(args.days)])
     say(f"Demo finished in {time.monotonic() - began:.0f}s; the stand-in is stopped.")
     return 0
-
-
-def say_table(
-    rows: list[tuple[Any, ...]], landed: list[dict[str, Any]], stand_in: Any, days: list[date]
-) -> None:
-    """The week as read back with DuckDB, with the operator's count and the stand-in's truth beside it."""
-    reported = {item["day"]: item["rows"] for item in landed}
-    say(f"{'day':<12}{'rows':>8}{'files':>7}{'bytes':>11}   {'operator':>8}{'API truth':>11}")
-    total = [0, 0, 0]
-    for day, count, files, size, uuids in rows:
-        truth = len(stand_in.truth(start_date=str(day), end_date=str(day)))
-        match = "ok" if count == uuids == truth == reported.get(str(day)) else "MISMATCH"
-        say(f"{day!s:<12}{count:>8}{files:>7}{size:>11}   {reported.get(str(day)):>8}{truth:>11}  {match}")
-        total = [total[0] + count, total[1] + files, total[2] + size]
-    say(f"{'total':<12}{total[0]:>8}{total[1]:>7}{total[2]:>11}")
-    if len(rows) != len(days):
-        say(f"expected {len(days)} days, DuckDB found {len(rows)}")
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        print("\nInterrupted; the stand-in is stopped.", file=sys.stderr)
+        if "--run-days" not in sys.argv:  # the parent speaks for both
+            print("\nInterrupted; everything the demo started is stopped.", file=sys.stderr)
         sys.exit(130)

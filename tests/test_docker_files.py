@@ -130,8 +130,6 @@ def test_cdr_connection_is_accepted_by_the_provider(
 def test_aws_connection_points_at_the_bucket_the_init_creates(
     compose: dict[str, Any], airflow_env: dict[str, str]
 ) -> None:
-    # Not a dependency of the provider's [dev] extra (yet); the official image has it.
-    pytest.importorskip("airflow.providers.amazon", reason="apache-airflow-providers-amazon not installed")
     from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
 
     connection = Connection.from_json(airflow_env["AIRFLOW_CONN_AWS_CDR"], conn_id="aws_cdr")

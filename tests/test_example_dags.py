@@ -19,11 +19,23 @@ from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 
 DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
 EXAMPLE_DAG_IDS = {"cdr_daily", "cdr_backfill_range", "cdr_lookups"}
+SETTINGS_VARIABLES = (
+    "CDR_TIMEZONE",
+    "CDR_START_DATE",
+    "CDR_OUTPUT_PATH",
+    "CDR_OUTPUT_CONN_ID",
+    "CDR_CONN_ID",
+    "CDR_POOL",
+    "CDR_MAX_API_TASKS",
+    "CDR_RETRIES",
+    "CDR_RETRY_DELAY_S",
+    "CDR_SETTLE_MINUTES",
+)
 
 
 def parse(monkeypatch: pytest.MonkeyPatch, **env: str) -> BundleDagBag:
     """Parse dags_examples as the dag processor does, with these CDR_* settings."""
-    for name in ("CDR_TIMEZONE", "CDR_START_DATE", "CDR_OUTPUT_PATH", "CDR_MAX_API_TASKS", "CDR_POOL"):
+    for name in SETTINGS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

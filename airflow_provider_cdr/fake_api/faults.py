@@ -4,6 +4,11 @@ A request's faults follow from (seed, request number) alone, except the 5xx burs
 and the requests-per-second limit, which by nature depend on earlier requests.
 So a given request number always meets the same fault, and a retry (a new
 request number) may not: a client's recovery can be tested reproducibly.
+
+Precedence: the requests-per-second limit, then a 5xx burst, then 429s, then a
+dropped connection answer instead of the route. Otherwise a stall delays the
+answer, and the token/page faults and one body fault (reset > truncate > bad
+JSON, on 200s only) shape it.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ class FaultConfig:
     stall_s: float = 5.0
     edge_repeat: bool = False  # a token resumes at its whole millisecond: edge records come twice
     rate_expired_token: float = 0.0  # 422 {"errors": {"search_token": ["is expired"]}}
-    rate_repeat_page: float = 0.0  # the previous page's records instead of this page's
+    rate_repeat_page: float = 0.0  # pages 2+: the previous page's records instead of this page's
+    repeat_token: bool = False  # a continued search answers with the token it was sent: a loop
     rate_empty_token_page: float = 0.0  # no records but a non-null search_token
     rate_limit_rps: int = 0  # >0: more requests than this in one second get 429 + Retry-After: 1
 
@@ -113,7 +119,7 @@ NO_FAULT = Decision()
 TOO_MANY = b'{"error":"Too many requests"}'
 _SERVER_ERRORS = {
     500: b'{"error":"Internal server error"}',
-    502: b"",
+    502: b'{"error":"Bad gateway"}',
     503: b'{"error":"Service unavailable"}',
 }
 
@@ -146,7 +152,7 @@ class FaultInjector:
     def decide(self, request_no: int, epoch_second: int) -> Decision:
         """The faults for one /api request; one draw per fault kind keeps each independent of the others."""
         config = self._config
-        rng = random.Random(f"cdr-faults:{self.seed}:{request_no}")
+        rng = random.Random(hash((self.seed, request_no)))  # int tuples hash the same in every process
         draws = [rng.random() for _ in range(12)]
         status_pick = rng.choice((500, 502, 503))
         with self._lock:

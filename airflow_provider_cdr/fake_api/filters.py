@@ -437,38 +437,6 @@ def matching_uuids(dataset: CDRDataset, query: Query, *, until_ms: int) -> list[
     ]
 
 
-def find_before(
-    dataset: CDRDataset, query: Query, *, until_ms: int, cursor: Cursor, limit: int
-) -> list[Segment]:
-    """The `limit` matching records just before the cursor in serving order (cursor included).
-
-    Serves the repeat_page fault on the first page of a continued search: the
-    previous window's last page, newest first.
-    """
-    bounds = _range(dataset, query, until_ms, None)
-    if bounds is None:
-        return []
-    lo, hi = max(bounds[0], cursor.ms), bounds[1]
-    if lo > hi:
-        return []
-    segments: list[Segment] = []
-    found = 0
-    ordinal, last = dataset.local_date(lo).toordinal(), dataset.local_date(hi).toordinal()
-    while ordinal <= last and found < limit:
-        table = dataset.day_table(date.fromordinal(ordinal))
-        ordinal += 1
-        start = int(np.searchsorted(table.neg_instants, -hi, "left"))
-        stop = int(np.searchsorted(table.neg_instants, -lo, "right"))
-        stop = min(
-            stop, _after_cursor(table, int(np.searchsorted(table.neg_instants, -cursor.ms, "left")), cursor)
-        )
-        idx = _select(table, query, start, max(start, stop))[-(limit - found) :]
-        if idx.size:
-            segments.append((table, idx))
-            found += idx.size
-    return segments[::-1]
-
-
 def page_count(records: int, per_page: int) -> int:
     """`total` as the reference words it: the number of pages in the current window."""
     return math.ceil(records / per_page)

@@ -6,6 +6,10 @@ page body is a join of pre-made bytes.
 
 Route order for /api requests: the key is checked first (a wrong key is always
 401, whatever the faults), then faults, then the route itself.
+
+With a live clock, a window that reaches "now" grows at its newest end between
+requests (records become available), so its pages shift, as a live API's would;
+with `--now` (tests) every window is fixed.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ from airflow_provider_cdr.fake_api.filters import (
     Query,
     Segment,
     encode_token,
-    find_before,
     find_matches,
     matching_uuids,
     page_count,
@@ -226,12 +229,10 @@ class StandInApp:
         start = (paging.page - 1) * paging.per_page
         segments = window.slice(self.dataset, start, start + paging.per_page)
         search_token = window.search_token
-        if decision.repeat_page and paging.page > 1:
+        if decision.repeat_page and paging.page > 1:  # page 1 has no previous page in its window
             segments = window.slice(self.dataset, start - paging.per_page, start)
-        elif decision.repeat_page and paging.cursor is not None:
-            segments = find_before(
-                self.dataset, query, until_ms=until_ms, cursor=paging.cursor, limit=paging.per_page
-            )
+        if config.repeat_token and paging.cursor is not None and search_token is not None:
+            search_token = params["search_token"]  # a server stuck in a loop
         if decision.empty_token_page:
             # The token restarts this window, so a client that follows it loses nothing.
             segments = []
@@ -443,7 +444,9 @@ class StandIn:
         self.faults = faults
         self.day_profiles = _normalise_profiles(day_profiles or {})
         self.type_drift = type_drift
-        self.now = parse_instant(now) if isinstance(now, str) else None if now is None else aware(now)
+        if isinstance(now, str):
+            now = parse_instant(now)
+        self.now = None if now is None else aware(now)
         self.ingest_lag_s = ingest_lag_s
         self.extra_args = tuple(extra_args)
         self.first_day = first_day
@@ -513,8 +516,9 @@ class StandIn:
                 if self._call("GET", "/_admin/health").get("ok"):
                     return
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("stand-in did not become healthy in time")
             time.sleep(pause)
             pause = min(pause * 2, 0.2)
 

@@ -117,15 +117,21 @@ def test_expired_token_only_hits_requests_with_a_token(api: StandIn) -> None:
     assert expired.status_code == 422 and expired.json() == {"errors": {"search_token": ["is expired"]}}
 
 
-def test_repeat_page_serves_the_previous_page(api: StandIn) -> None:
-    pages = [get(api, per_page=2500, page=p, **NINE_DAYS).json() for p in (1, 2, 3, 4)]
-    token = pages[0]["search_token"]
+def test_repeat_page_serves_the_previous_page_of_the_window(api: StandIn) -> None:
+    pages = [get(api, per_page=2500, page=p, **NINE_DAYS).json() for p in (1, 2, 3)]
     api.set_faults(rate_repeat_page=1.0)
-    assert get(api, per_page=2500, page=3, **NINE_DAYS).json()["records"] == pages[1]["records"]
-    # First page of the next window: the previous window's last page comes again.
-    repeated = get(api, per_page=2500, search_token=token, **NINE_DAYS).json()
-    assert repeated["records"] == pages[3]["records"]
-    assert repeated["search_token"] is not None and repeated["search_token"] != token
+    repeated = get(api, per_page=2500, page=3, **NINE_DAYS).json()
+    assert repeated["records"] == pages[1]["records"]
+    assert repeated["search_token"] == pages[2]["search_token"] is not None
+    assert get(api, per_page=2500, page=1, **NINE_DAYS).json() == pages[0]  # no previous page to repeat
+
+
+def test_repeat_token_answers_with_the_token_it_was_sent(api: StandIn) -> None:
+    token = get(api, per_page=10000, **NINE_DAYS).json()["search_token"]
+    api.set_faults(repeat_token=True)
+    assert get(api, per_page=10000, **NINE_DAYS).json()["search_token"] == token  # no token sent: normal
+    looped = get(api, per_page=10000, search_token=token, **NINE_DAYS).json()
+    assert looped["search_token"] == token and len(looped["records"]) == 10000
 
 
 def test_empty_page_with_a_token_that_restarts_the_window(api: StandIn) -> None:

@@ -138,8 +138,16 @@ def test_every_fault_is_survived_with_the_exact_result(hook: CDRHook, api: Any, 
     got = uuids(hook.iter_records(per_page=2000, **TEN_DAYS))
     assert len(got) == len(set(got))
     assert set(got) == api.truth(**TEN_DAYS)
+    stats = api.stats()
     if "edge_repeat" not in faults:  # 13 requests without faults: the retries really happened
-        assert api.stats()["requests"] > 13
+        assert stats["requests"] > 13
+    statuses = set(stats["by_status"])
+    if "rate_429" in faults or "rate_429_retry_after" in faults:
+        assert "429" in statuses
+    if "rate_5xx" in faults:
+        assert statuses & {"500", "502", "503"}
+    if "rate_drop" in faults:
+        assert "dropped" in statuses
 
 
 def test_stalled_responses_time_out_and_are_retried(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,8 +186,8 @@ def test_the_key_stays_out_of_logs_and_errors_when_requests_fail_and_retry(
     api: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     secret = api.api_key
-    hook = use_connection(monkeypatch, "cdr_faulty", api.url, secret, max_retry_wait=60)
-    api.set_faults(rate_5xx=0.3, rate_drop=0.2, rate_429_retry_after=0.2, retry_after_s=1)
+    hook = use_connection(monkeypatch, "cdr_faulty", api.url, secret, max_retries=12, max_retry_wait=60)
+    api.set_faults(rate_5xx=0.1, burst_5xx=2, rate_drop=0.1, rate_429_retry_after=0.1, retry_after_s=1)
     with caplog.at_level(logging.DEBUG):
         list(hook.iter_records(per_page=1000, start_date=DAY, end_date=DAY))
     printed = capfd.readouterr()
