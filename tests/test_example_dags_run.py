@@ -7,12 +7,6 @@ DAG must be in a DAG bundle, so the `dags-folder` bundle is pointed at dags_exam
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +15,9 @@ from zoneinfo import ZoneInfo
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from airflow_db import ensure_airflow_db
+
+from tests.airflow_db import ensure_airflow_db
+from tests.s3_local import create_bucket
 
 DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
 TIMEZONE = "America/Sao_Paulo"  # the session stand-in's
@@ -207,45 +203,13 @@ def test_lookups_dag_writes_the_six_dimension_tables(out: Path, cdr_conn: Any) -
 # -- object storage: the docker-compose layout (an S3 bucket, an `aws` connection) ----------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, standing in for the compose file's MinIO."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 def test_daily_and_lookups_dags_land_in_object_storage(
     out: Path, cdr_conn: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # s3:// paths go through the amazon provider's filesystem (the [s3] and [dev] extras).
-    import boto3
     import s3fs
 
-    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **credentials).create_bucket(
-        Bucket="cdr-lake"
-    )
+    create_bucket(s3_endpoint, "cdr-lake")
     # The docker-compose file's connection, pointed at this S3 server instead of MinIO.
     compose = yaml.safe_load((DAGS.parent / "docker" / "docker-compose.yaml").read_text())
     connection = json.loads(compose["x-airflow-common"]["environment"]["AIRFLOW_CONN_AWS_CDR"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from airflow_provider_cdr import partition as partition_module
 from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary, read_manifest
 from airflow_provider_cdr.records import RecordConverter
 from airflow_provider_cdr.schema import CDR_SCHEMA, SCHEMA_VERSION
+from tests.s3_local import aws_connection_json, create_bucket
 
 DAY = date(2024, 7, 31)
 OTHER_DAY = date(2024, 7, 30)
@@ -452,46 +452,16 @@ def test_misuse_is_refused_clearly(tmp_path: Path) -> None:
 # --- object storage (moto's S3 on 127.0.0.1) --------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
-def s3_bucket() -> Iterator[str]:
-    """A moto S3 server and the Airflow connection ``aws_test`` pointing at it."""
-    from airflow.sdk.io import has_fs
+def s3_bucket(s3_endpoint: str) -> Iterator[str]:
+    """A bucket on the local S3 server, and the Airflow connection ``aws_test`` pointing at it.
 
-    if not has_fs("s3"):
-        pytest.skip("s3:// needs apache-airflow-providers-amazon (with s3fs) for ObjectStoragePath")
-    boto3 = pytest.importorskip("boto3")
-    server_module = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    connection = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(connection))
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                region_name="us-east-1",
-            )
-            client.create_bucket(Bucket="cdr-test")
-            yield "cdr-test"
-    finally:
-        server.stop()
+    ObjectStoragePath resolves ``s3://`` with a ``conn_id`` through the amazon provider's filesystem.
+    """
+    create_bucket(s3_endpoint, "cdr-test")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_AWS_TEST", aws_connection_json(s3_endpoint))
+        yield "cdr-test"
 
 
 def s3_base(bucket: str, name: str) -> ObjectStoragePath:

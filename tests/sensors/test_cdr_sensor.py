@@ -19,7 +19,7 @@ from airflow_provider_cdr import availability
 from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
-from tests.airflow_db import ensure_airflow_db
+from tests.airflow_db import ensure_airflow_db, register_dag
 
 UTC = timezone.utc
 # 2024-03-19 in São Paulo: [03:00Z, next day 03:00Z); complete on the frozen stand-in.
@@ -38,21 +38,8 @@ def _metadata_db() -> None:
 
 
 def run_dag(dag: DAG, **test_kwargs: Any) -> Any:
-    """dag.test() of a DAG built in a test.
-
-    Airflow 3.3 creates runs only for DAGs it has serialized, and dag.test() serializes only
-    what a bundle's files define: write this in-memory DAG to the metadata DB first.
-    """
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+    """dag.test() of a DAG built in a test (registered first: see register_dag)."""
+    register_dag(dag)
     test_kwargs.setdefault("logical_date", datetime(2024, 3, 20, 12, tzinfo=UTC))
     return dag.test(**test_kwargs)
 
