@@ -291,8 +291,9 @@ class _ObjectStore:
         self.partition = base / day_dir
         self.fs = self.partition.fs
         self.prefix = self.partition.path.rstrip("/")
-        self.location = str(self.partition)
-        self.manifest_path = str(self.partition / MANIFEST_NAME)
+        # as_uri() leaves out the conn_id that str() shows as userinfo (s3://conn@bucket/...).
+        self.location = self.partition.as_uri()
+        self.manifest_path = (self.partition / MANIFEST_NAME).as_uri()
 
     def open(self) -> None:
         # Parts of a run that crashed are not in the manifest: delete them before they confuse more readers.

@@ -23,6 +23,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from airflow_provider_cdr.errors import CDRQueryError
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db, register_dag
+from tests.s3_local import aws_connection_json, create_bucket
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -311,3 +312,38 @@ def test_rate_cap_and_concurrency_are_respected(
     assert set(landed_uuids(tmp_path, "2024-03-05")) == api.truth(
         start_date="2024-03-05", end_date="2024-03-05"
     )
+
+
+def test_the_same_through_an_s3_url(api: Any, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> None:
+    import pyarrow.fs as pafs
+
+    create_bucket(s3_endpoint, "cdr-operator")
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_CDR_TEST", aws_connection_json(s3_endpoint))
+    set_connection(monkeypatch, api)
+    days = ["2024-03-05", "2024-03-06"]
+    with DAG("op_s3", schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as dag:
+        CDRToParquetOperator(
+            task_id="land",
+            output_path="s3://cdr-operator/cdr",
+            output_conn_id="aws_cdr_test",
+            day="{{ params.day }}",
+        )
+    register_dag(dag)
+    for day in [*days, days[0]]:  # the first day twice: a rerun replaces it
+        run = dag.test(
+            run_conf={"day": day}, logical_date=datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+        )
+        assert run.state == "success"
+        assert xcom_return(run)["location"].startswith("s3://cdr-operator/cdr/date=")
+    s3 = pafs.S3FileSystem(
+        access_key="testing", secret_key="testing", endpoint_override=s3_endpoint, region="us-east-1"
+    )
+    for day in days:
+        listed = json.loads(s3.open_input_file(f"cdr-operator/cdr/date={day}/_manifest.json").read())
+        files = sorted(
+            info.base_name for info in s3.get_file_info(pafs.FileSelector(f"cdr-operator/cdr/date={day}"))
+        )
+        assert {f["name"] for f in listed["files"]} | {"_manifest.json"} == set(files), "old files deleted"
+        table = ds.dataset(f"cdr-operator/cdr/date={day}", filesystem=s3, format="parquet").to_table()
+        assert table.num_rows == listed["rows"] == len(set(table.column("uuid").to_pylist()))
+        assert set(table.column("uuid").to_pylist()) == api.truth(start_date=day, end_date=day)
