@@ -3,8 +3,10 @@
 `search_pages` drives one search with a SearchPager. `extract` runs one search per query
 (e.g. per time slice of a day) on worker threads, hands pages to the caller in arrival
 order, and drops every uuid already handed over, so the caller sees each record once.
-Pages are transformed on the worker (e.g. to an Arrow batch) so that only compact pages
-wait in the bounded queue.
+Each page is decoded and transformed (e.g. to an Arrow batch) on the worker that fetched it,
+under one lock: the GIL serialises that work anyway, and the lock keeps a single page of
+decoded dicts (~2 KB a record) alive at a time, while downloads still overlap. Only compact
+pages wait in the bounded queue.
 """
 
 from __future__ import annotations
@@ -18,17 +20,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import orjson
 
-from airflow_provider_cdr.dedupe import SeenUUIDs
+from airflow_provider_cdr.dedupe import SeenUUIDs, uuid_keys
 from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError
 from airflow_provider_cdr.paging import SearchPager, StalePageError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-FetchPage = Callable[[Mapping[str, str]], Any]
-"""Send one records request (paging params included, key excluded); return the decoded body."""
+Decode = Callable[[bytes], "Page[Any]"]
+FetchPage = Callable[[Mapping[str, str], Decode], "Page[Any]"]
+"""Send one records request (paging params included, key excluded); return decode(body).
+
+The fetcher retries a body that is not valid JSON (orjson.JSONDecodeError from decode).
+"""
 
 MAX_STALE_RETRIES = 3
 PROGRESS_EVERY_S = 10.0
@@ -92,43 +99,50 @@ def uuid_of(record: Any) -> str:
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
 
 
+@dataclass
+class Page(Generic[T]):
+    """One decoded page: its payload (records or a batch), one uuid key per row, and the paging facts."""
+
+    payload: T
+    keys: np.ndarray
+    received: int
+    token: str | None
+
+
 class _WindowMemory:
-    """uuids of the current and previous search window: enough to tell a stale page from a new one."""
+    """Keys of the current and previous search window: enough to tell a stale page from a new one."""
 
     def __init__(self) -> None:
         self._window = 0
-        self._current: set[str] = set()
-        self._previous: set[str] = set()
+        self._current: list[np.ndarray] = []
+        self._previous: list[np.ndarray] = []
 
-    def count_new(self, window: int, uuids: list[str]) -> int:
+    def count_new(self, window: int, keys: np.ndarray) -> int:
         if window != self._window:
-            self._window, self._previous, self._current = window, self._current, set()
-        new = 0
-        for uuid in uuids:
-            if uuid not in self._current and uuid not in self._previous:
-                new += 1
-            self._current.add(uuid)
+            self._window, self._previous, self._current = window, self._current, []
+        known = self._current + self._previous
+        new = int(len(keys) - np.isin(keys, np.concatenate(known)).sum()) if known else len(keys)
+        self._current.append(keys)
         return new
 
 
 def search_pages(
     fetch: FetchPage,
+    decode: Decode,
     params: Mapping[str, str],
     per_page: int,
     stats: ExtractionStats,
     stop: threading.Event | None = None,
-) -> Iterator[tuple[list[Any], list[str]]]:
-    """Yield (records, uuids) for every non-empty page of one search, through all its windows."""
+) -> Iterator[Page[Any]]:
+    """Yield every non-empty page of one search, through all its windows."""
     pager = SearchPager(per_page)
     memory = _WindowMemory()
     stale = 0
     while pager.has_next and not (stop and stop.is_set()):
         window = pager.windows
-        body = fetch({**params, **pager.request_params()})
-        records, token = _records_and_token(body)
-        uuids = [uuid_of(record) for record in records]
+        page = fetch({**params, **pager.request_params()}, decode)
         try:
-            pager.update(len(records), memory.count_new(window, uuids), token)
+            pager.update(page.received, memory.count_new(window, page.keys), page.token)
         except StalePageError as err:
             stale += 1
             if stale > MAX_STALE_RETRIES:
@@ -138,8 +152,8 @@ def search_pages(
             continue
         stale = 0
         stats.add(pages=1, windows=int(pager.windows != window))
-        if records:
-            yield records, uuids
+        if page.received:
+            yield page
 
 
 @dataclass
@@ -150,6 +164,16 @@ class _Failed:
 _DONE = object()
 
 
+def _record_uuids(records: list[Any]) -> list[str]:
+    try:
+        uuids = [record["uuid"] for record in records]
+        if all(type(uuid) is str and uuid for uuid in uuids):
+            return uuids
+    except (KeyError, TypeError):
+        pass
+    return [uuid_of(record) for record in records]
+
+
 @dataclass
 class Extraction(Generic[T]):
     """Run searches, transform their pages, yield each record once. See the module docstring."""
@@ -157,39 +181,48 @@ class Extraction(Generic[T]):
     fetch: FetchPage
     per_page: int
     transform: Callable[[list[Any]], T]
-    select: Callable[[T, list[bool]], T]
+    select: Callable[[T, np.ndarray], T]
+    uuids: Callable[[T, list[Any]], Any] = lambda payload, records: _record_uuids(records)
+    """The uuid of each row of a transformed page (a list of str or an Arrow string array)."""
     concurrency: int = 1
     stats: ExtractionStats = field(default_factory=ExtractionStats)
     seen: SeenUUIDs = field(default_factory=SeenUUIDs)
     close: Callable[[], None] = lambda: None
     """Called once the run ends, however it ends (e.g. to close the HTTP session)."""
+    _cpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def decode(self, body: bytes) -> Page[T]:
+        """Bytes -> records -> payload, one page at a time (see the module docstring)."""
+        with self._cpu:
+            records, token = _records_and_token(orjson.loads(body))
+            payload = self.transform(records)
+            return Page(payload, uuid_keys(self.uuids(payload, records)), len(records), token)
 
     def run(self, queries: Sequence[Mapping[str, str]]) -> Iterator[T]:
         pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries)
         try:
-            for payload, uuids in pages:
-                yield from self._fresh(payload, uuids)
+            for page in pages:
+                yield from self._fresh(page)
         finally:
             pages.close()
             self.close()
         self.stats.log_progress(force=True)
 
-    def _fresh(self, payload: T, uuids: list[str]) -> Iterator[T]:
-        fresh = self.seen.add_new(uuids)
-        kept = sum(fresh)
+    def _fresh(self, page: Page[T]) -> Iterator[T]:
+        fresh = self.seen.add_new(page.keys)
+        kept = int(fresh.sum())
         self.stats.add(records=kept, duplicates=len(fresh) - kept)
         self.stats.log_progress()
         if kept == len(fresh):
-            yield payload
+            yield page.payload
         elif kept:
-            yield self.select(payload, fresh)
+            yield self.select(page.payload, fresh)
 
-    def _sequential(self, queries: Sequence[Mapping[str, str]]) -> Generator[tuple[T, list[str]]]:
+    def _sequential(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         for params in queries:
-            for records, uuids in search_pages(self.fetch, params, self.per_page, self.stats):
-                yield self.transform(records), uuids
+            yield from search_pages(self.fetch, self.decode, params, self.per_page, self.stats)
 
-    def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[tuple[T, list[str]]]:
+    def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         handoff: queue.Queue[Any] = queue.Queue(maxsize=self.concurrency)
         stop = threading.Event()
 
@@ -203,8 +236,8 @@ class Extraction(Generic[T]):
 
         def work(params: Mapping[str, str]) -> None:
             try:
-                for records, uuids in search_pages(self.fetch, params, self.per_page, self.stats, stop):
-                    put((self.transform(records), uuids))
+                for page in search_pages(self.fetch, self.decode, params, self.per_page, self.stats, stop):
+                    put(page)
             except BaseException as err:  # handed to the consumer, which re-raises it
                 put(_Failed(err))
             finally:

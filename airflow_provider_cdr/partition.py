@@ -17,11 +17,13 @@ schema, and the manifest.
 What a reader sees while a day is rewritten (e.g. by a rerun):
 
 *Local disk.* The new version is staged in the hidden directory
-``{base}/.date=YYYY-MM-DD.staging-<id>/`` with files named ``*.parquet.inprogress``
-until the commit. Readers that glob ``{base}/*/*.parquet`` (DuckDB, pyarrow.dataset,
-Spark, which also skip dot-directories) see only the committed version; a ``**``
-glob does not skip dot-directories but finds no ``*.parquet`` there before the
-commit. The commit fsyncs the files, writes the manifest, renames the files to
+``{base}/.cdr-staging/.date=YYYY-MM-DD.staging-<id>/`` with files named
+``*.parquet.inprogress`` until the commit. It sits one level deeper than the partitions
+because DuckDB's glob does not skip dot-directories: ``{base}/*/*.parquet`` would
+otherwise count a staged (or just replaced) version beside the live one. Readers that
+glob ``{base}/*/*.parquet`` (DuckDB) or read the dataset (pyarrow.dataset, Spark, which
+skip dot-directories) see only the committed version; a ``**`` glob does not skip
+dot-directories but finds no ``*.parquet`` there before the commit. The commit fsyncs the files, writes the manifest, renames the files to
 ``*.parquet`` and then swaps the staging directory with ``date=YYYY-MM-DD`` in one
 ``renameat2(RENAME_EXCHANGE)`` call: a reader sees the old version or the new one,
 never a mix, and never an absent day. The old version, then under the staging name,
@@ -29,7 +31,7 @@ is deleted right after (a ``**`` glob can meet its files during that deletion). 
 platform without ``renameat2`` (not Linux, an old kernel, a filesystem that refuses
 it) the swap is two renames, old aside then new in place: between them (microseconds)
 the day is absent, never mixed; a crash there leaves the old version in
-``.date=YYYY-MM-DD.previous-<id>``, which the next writer of that day puts back.
+``.cdr-staging/.date=YYYY-MM-DD.previous-<id>``, which the next writer of that day puts back.
 A writer killed mid-day leaves only its staging directory, which the next writer of
 that day deletes; the committed version is never touched before the swap. Other days
 are never touched.
@@ -96,6 +98,7 @@ _SECRET_KEYS = frozenset(
 )
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 _IN_PROGRESS = ".inprogress"
+STAGING_DIR = ".cdr-staging"
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,10 @@ class _LocalStore:
         self.base = base
         self.day_dir = day_dir
         self.target = base / day_dir
-        self.staging = base / f".{day_dir}.staging-{token}"
-        self.aside = base / f".{day_dir}.previous-{token}"
+        # Not in `base` itself: DuckDB globs dot-directories, so `{base}/*/*.parquet` would see them.
+        self.staging_root = base / STAGING_DIR
+        self.staging = self.staging_root / f".{day_dir}.staging-{token}"
+        self.aside = self.staging_root / f".{day_dir}.previous-{token}"
         self.location = str(self.target)
         self.manifest_path = str(self.target / MANIFEST_NAME)
         self._lock: int | None = None
@@ -204,7 +209,7 @@ class _LocalStore:
         self.base.mkdir(parents=True, exist_ok=True)
         self._restore_interrupted_swap()
         self._remove_stale_staging()
-        self.staging.mkdir()
+        self._make_staging()
         # Held until the commit or abort (or the process's death): tells other writers we are live.
         self._lock = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -239,10 +244,28 @@ class _LocalStore:
         # The old version now sits under the staging (or aside) name; the new one is live.
         for leftover in (self.staging, self.aside):
             shutil.rmtree(leftover, ignore_errors=True)
+        self._remove_staging_root()
 
     def abort(self, names: list[str]) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
         self._release()
+        self._remove_staging_root()
+
+    def _make_staging(self) -> None:
+        # A writer of another day may remove the (empty) staging root between our two mkdirs.
+        for attempt in range(3):
+            self.staging_root.mkdir(exist_ok=True)
+            try:
+                self.staging.mkdir()
+                return
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+    def _remove_staging_root(self) -> None:
+        """Leave the base holding only partitions; another day's writer may still be staging there."""
+        with contextlib.suppress(OSError):
+            self.staging_root.rmdir()
 
     def _swap(self) -> None:
         if not self.target.exists():
@@ -257,8 +280,13 @@ class _LocalStore:
             os.close(self._lock)  # closing drops the flock
             self._lock = None
 
+    def _leftovers(self, kind: str) -> list[Path]:
+        """This day's staging or aside directories, also where earlier versions left them (in base)."""
+        pattern = f".{self.day_dir}.{kind}-*"
+        return [*self.base.glob(pattern), *self.staging_root.glob(pattern)]
+
     def _restore_interrupted_swap(self) -> None:
-        asides = sorted(self.base.glob(f".{self.day_dir}.previous-*"), key=lambda path: path.stat().st_mtime)
+        asides = sorted(self._leftovers("previous"), key=lambda path: path.stat().st_mtime)
         if asides and not self.target.exists():
             log.warning("Restoring %s from %s, left by a swap that was interrupted", self.target, asides[-1])
             os.rename(asides.pop(), self.target)
@@ -266,7 +294,7 @@ class _LocalStore:
             shutil.rmtree(aside, ignore_errors=True)
 
     def _remove_stale_staging(self) -> None:
-        for staging in self.base.glob(f".{self.day_dir}.staging-*"):
+        for staging in self._leftovers("staging"):
             descriptor = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

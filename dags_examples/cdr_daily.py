@@ -46,8 +46,9 @@ with DAG(
         cdr_conn_id=settings.cdr_conn_id,
         timezone=settings.timezone,
         settle_period=settings.settle_period,
+        grace_period=settings.grace_period,
         deferrable=True,
-        poke_interval=300,
+        poke_interval=settings.poke_interval,
         # Beyond the sensor's own grace period, a day that never shows up is a failure to look at.
         timeout=24 * 3600,
     )

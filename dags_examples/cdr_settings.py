@@ -21,6 +21,9 @@ deployment (MinIO, CeleryExecutor) and production; only these variables change:
 ``CDR_RETRY_DELAY_S``      first retry delay in seconds, doubling after (default 300).
 ``CDR_SETTLE_MINUTES``     how long after midnight a day is left to settle before landing it,
                            for late-written records (default 30).
+``CDR_GRACE_HOURS``        how long after a day's end "no record yet" still means "not yet"
+                           rather than "a quiet day" (default 6).
+``CDR_POKE_INTERVAL_S``    seconds between two checks of the waiting sensor (default 300).
 =========================  ===================================================================
 
 Every value is read when a DAG file is parsed, through a function, so a test or the demo
@@ -51,6 +54,8 @@ class CDRDagSettings:
     retries: int
     retry_delay: timedelta
     settle_period: timedelta
+    grace_period: timedelta
+    poke_interval: float
 
     @property
     def records_path(self) -> str:
@@ -102,4 +107,6 @@ def load() -> CDRDagSettings:
         retries=int(_env("CDR_RETRIES", "3")),
         retry_delay=timedelta(seconds=float(_env("CDR_RETRY_DELAY_S", "300"))),
         settle_period=timedelta(minutes=float(_env("CDR_SETTLE_MINUTES", "30"))),
+        grace_period=timedelta(hours=float(_env("CDR_GRACE_HOURS", "6"))),
+        poke_interval=float(_env("CDR_POKE_INTERVAL_S", "300")),
     )

@@ -237,7 +237,7 @@ def test_batches_are_written_as_they_arrive_not_at_commit(tmp_path: Path) -> Non
     with DayPartitionWriter(tmp_path, DAY, row_group_rows=200, file_rows=1000) as writer:
         for page in pages(day_records(DAY, 2600), 300):
             writer.write_batch(converter.to_batch(page))
-        staged = list(tmp_path.glob(".date=2024-07-31.staging-*/*.parquet.inprogress"))
+        staged = list(tmp_path.glob(".cdr-staging/.date=2024-07-31.staging-*/*.parquet.inprogress"))
         # Two full files are finished and a third holds its row groups so far.
         assert len(staged) == 3
         assert all(path.stat().st_size > 0 for path in staged)
@@ -356,7 +356,7 @@ def test_killed_writer_leaves_the_previous_version_and_next_run_cleans_up(tmp_pa
     )
     assert crash.returncode == -signal.SIGKILL, crash.stderr.decode()[-2000:]
 
-    (staging,) = tmp_path.glob(".date=2024-07-31.staging-*")
+    (staging,) = tmp_path.glob(".cdr-staging/.date=2024-07-31.staging-*")
     assert len(list(staging.glob("*.parquet.inprogress"))) == 3
     assert parquet_outside_day_dirs(tmp_path) == []
     assert tree(tmp_path / "date=2024-07-31") == before

@@ -309,6 +309,8 @@ class StandInApp:
                 return json_reply(400, {"error": str(exc)})
             self.faults.configure(config)
             return json_reply(200, config.to_dict())
+        if route == ("POST", "/_admin/clock"):
+            return self._set_clock(body)
         if route == ("GET", "/_admin/truth"):
             filters = {name: value for name, value in params.items() if name not in _NOT_FILTERS}
             try:
@@ -318,6 +320,27 @@ class StandInApp:
             uuids = matching_uuids(self.dataset, query, until_ms=self.dataset.available_until_ms())
             return json_reply(200, {"uuids": uuids, "count": len(uuids)})
         return json_reply(404, {"error": "Not found"})
+
+    def _set_clock(self, body: bytes) -> Reply:
+        """Move the server's clock: records "arrive" while a client waits, as they would live.
+
+        Body: {"now": ISO instant or null (live clock), "ingest_lag_s": seconds}, both optional.
+        """
+        try:
+            payload = orjson.loads(body or b"{}")
+            if not isinstance(payload, dict) or set(payload) - {"now", "ingest_lag_s"}:
+                raise ValueError("the body must be a JSON object with `now` and/or `ingest_lag_s`")
+            if "now" in payload:
+                self.dataset.now = None if payload["now"] is None else aware(parse_instant(payload["now"]))
+            if "ingest_lag_s" in payload:
+                self.dataset.ingest_lag_s = float(payload["ingest_lag_s"])
+        except (ValueError, TypeError) as exc:
+            return json_reply(400, {"error": str(exc)})
+        now = self.dataset.now
+        return json_reply(
+            200,
+            {"now": None if now is None else now.isoformat(), "ingest_lag_s": self.dataset.ingest_lag_s},
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -590,6 +613,14 @@ class StandIn:
     def reset_stats(self) -> None:
         """Zero the counters, including the request number that drives fault decisions."""
         self._call("POST", "/_admin/reset", {})
+
+    def set_clock(self, **clock: Any) -> dict[str, Any]:
+        """Move the running server's clock: `now=` (ISO string, datetime, or None for live) and/or
+        `ingest_lag_s=`. The in-process `dataset` keeps the start-up clock."""
+        payload = {
+            name: value.isoformat() if isinstance(value, datetime) else value for name, value in clock.items()
+        }
+        return self._call("POST", "/_admin/clock", payload)
 
     def truth(self, **filters: Any) -> set[str]:
         """uuids the server holds for these filters (no paging, no cap, no faults; availability applies)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -144,8 +144,12 @@ class CDRHook(HttpHook):
         params: Mapping[str, str],
         gate: RequestGate,
         stats: ExtractionStats,
+        decode: Callable[[bytes], Any] = orjson.loads,
     ) -> Any:
-        """GET `path`, retrying 429, 5xx, transport errors and broken JSON; errors never show the key."""
+        """GET `path` and decode its body, retrying 429, 5xx, transport errors and broken JSON.
+
+        Errors never show the key.
+        """
         settings = self.settings
         policy = RetryPolicy(max_retries=settings.max_retries, max_total_wait=settings.max_retry_wait)
         url = self.base_url.rstrip("/") + path
@@ -163,7 +167,7 @@ class CDRHook(HttpHook):
                 )
                 if response.status_code == 200:
                     try:
-                        return orjson.loads(response.content)
+                        return decode(response.content)
                     except orjson.JSONDecodeError:
                         problem = f"an unreadable JSON body ({len(response.content)} bytes)"
                 elif response.status_code in RETRYABLE_STATUSES:
@@ -210,6 +214,7 @@ class CDRHook(HttpHook):
         transform: Any = None,
         select: Any = None,
         *,
+        uuids: Any = None,
         per_page: int | None = None,
         concurrency: int | None = None,
     ) -> Extraction[Any]:
@@ -219,9 +224,10 @@ class CDRHook(HttpHook):
         gate = RequestGate(settings.rate_limit)
         stats = ExtractionStats()
 
-        def fetch(params: Mapping[str, str]) -> Any:
-            return self._get_json(session, RECORDS_PATH, params, gate, stats)
+        def fetch(params: Mapping[str, str], decode: Callable[[bytes], Any]) -> Any:
+            return self._get_json(session, RECORDS_PATH, params, gate, stats, decode)
 
+        options: dict[str, Any] = {"uuids": uuids} if uuids else {}
         return Extraction(
             fetch=fetch,
             per_page=per_page or settings.per_page,
@@ -230,6 +236,7 @@ class CDRHook(HttpHook):
             concurrency=concurrency or 1,
             stats=stats,
             close=session.close,
+            **options,
         )
 
     def iter_pages(self, per_page: int | None = None, **filters: Any) -> Iterator[list[dict[str, Any]]]:

@@ -144,6 +144,7 @@ class CDRToParquetOperator(BaseOperator):
         extraction = hook.extraction(
             to_batch,
             lambda batch, keep: batch.filter(pa.array(keep)),
+            uuids=lambda batch, records: batch.column("uuid"),
             per_page=self.per_page,
             concurrency=self.concurrency or hook.settings.concurrency,
         )

@@ -163,3 +163,18 @@ def test_admin_truth_ignores_faults_and_paging(api: StandIn) -> None:
     assert api.truth(**DAY, type="whatsapp") == {r["uuid"] for r in records if r["type"] == "whatsapp"}
     bad = requests.get(api.url + "/_admin/truth", params={"type": "fax"}, timeout=30)
     assert bad.status_code == 422
+
+
+def test_admin_clock_moves_what_the_server_has_ingested(make_stand_in: object) -> None:
+    """A frozen clock moved forward lets a day's records "arrive" while a client waits."""
+    server = make_stand_in(now="2024-03-05T02:00:00Z", timezone="America/Sao_Paulo")  # type: ignore[operator]
+    try:
+        assert server.truth(**DAY) == set()
+        assert server.set_clock(now="2024-03-06T04:00:00Z") == {
+            "now": "2024-03-06T04:00:00+00:00",
+            "ingest_lag_s": 0.0,
+        }
+        assert len(server.truth(**DAY)) > 0
+        assert get(server, **DAY).json()["records"]
+    finally:
+        server.set_clock(now="2024-03-05T02:00:00Z")

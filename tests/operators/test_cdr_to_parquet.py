@@ -252,7 +252,7 @@ def test_a_kill_mid_write_leaves_the_previous_version_intact(
     worker = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path), day], env=dict(os.environ))
     try:
         deadline = time.monotonic() + 120
-        while not any(p.stat().st_size > 0 for p in tmp_path.glob(".date=*/*.inprogress")):
+        while not any(p.stat().st_size > 0 for p in tmp_path.glob(".cdr-staging/.date=*/*.inprogress")):
             assert worker.poll() is None, "the run ended before it was caught mid-write"
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -265,7 +265,7 @@ def test_a_kill_mid_write_leaves_the_previous_version_intact(
     assert visible == [(before.num_rows,)]
     run_days(tmp_path, [day], "op_after_crash")
     assert pq.read_table(tmp_path / f"date={day}").sort_by("uuid").equals(before)
-    assert not list(tmp_path.glob(".date=*")), "the rerun cleaned the crashed run's staging"
+    assert not list(tmp_path.glob(".cdr-staging/.date=*")), "the rerun cleaned the crashed run's staging"
 
 
 def test_summary_and_manifest_hold_no_secret(

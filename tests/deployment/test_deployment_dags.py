@@ -1,0 +1,228 @@
+"""The example DAGs on a real Airflow deployment: scheduler, LocalExecutor, triggerer, api-server.
+
+The tests run in file order and share one deployment: the first backfill lands the days the
+later tests re-land. Run states and task instances are read back through the REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_cdr.fake_api.server import StandIn
+from tests.deployment.airflow_deployment import AirflowDeployment
+from tests.deployment.conftest import MAX_API_TASKS, RATE_LIMIT, TIMEZONE, Scenario, midnight
+from tests.deployment.processes import wait_for
+
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(1800)]
+
+LOOKUPS = ("agents", "queues", "teams", "wrapup_codes", "campaigns", "deleted_agents")
+
+
+def local_day(instant: str) -> date:
+    """The account-local day an ISO instant (a run's logical date) falls on."""
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).astimezone(ZoneInfo(TIMEZONE)).date()
+
+
+def landed_uuids(records: Path, day: date) -> list[str]:
+    """uuids of every Parquet file in the day's folder (a glob reader's view: duplicates would show)."""
+    partition = records / f"date={day.isoformat()}"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    files = sorted(partition.glob("part-*.parquet"))
+    assert sorted(entry["name"] for entry in manifest["files"]) == [f.name for f in files]
+    return pq.read_table([str(f) for f in files], columns=["uuid"]).column("uuid").to_pylist()
+
+
+def assert_exact(stand_in: StandIn, records: Path, days: list[date]) -> None:
+    for day in days:
+        landed = landed_uuids(records, day)
+        truth = stand_in.truth(start_date=day.isoformat(), end_date=day.isoformat())
+        assert truth, f"{day}: the stand-in has no records"
+        assert len(landed) == len(set(landed)), f"{day}: duplicate uuids"
+        assert set(landed) == truth, f"{day}: landed {len(landed)}, truth {len(truth)}"
+
+
+def backfill(deployment: AirflowDeployment, scenario: Scenario, *extra: str) -> dict[str, Any]:
+    """`airflow backfill create` over the scenario's days; the new backfill as the REST API shows it.
+
+    Bare dates are read as UTC midnight, which in São Paulo is 21:00 the evening before: the
+    bounds are the days' local midnights, with their offset, so the last day is included.
+    """
+    first, last = midnight(scenario.days[0]), midnight(scenario.days[-1])
+    deployment.airflow(
+        "backfill", "create", "--dag-id", "cdr_daily",
+        "--from-date", first.isoformat(), "--to-date", last.isoformat(), *extra,
+    )  # fmt: skip
+    backfills = deployment.get("/api/v2/backfills", dag_id="cdr_daily", limit=100)["backfills"]
+    return dict(max(backfills, key=lambda item: item["id"]))
+
+
+def wait_for_backfill(deployment: AirflowDeployment, backfill_id: int, timeout: float) -> None:
+    def completed() -> bool:
+        return deployment.get(f"/api/v2/backfills/{backfill_id}")["completed_at"] is not None
+
+    try:
+        wait_for(f"backfill {backfill_id}", completed, timeout, pause=3.0)
+    except TimeoutError:
+        print(deployment.diagnostics())
+        raise
+
+
+def daily_runs(deployment: AirflowDeployment) -> dict[date, dict[str, Any]]:
+    runs = deployment.get("/api/v2/dags/cdr_daily/dagRuns", limit=100)["dag_runs"]
+    return {local_day(run["logical_date"]): run for run in runs}
+
+
+def test_backfill_lands_30_days_exactly_with_the_sensor_deferred_in_the_triggerer(
+    deployment: AirflowDeployment, deploy_stand_in: StandIn, scenario: Scenario
+) -> None:
+    started = time.monotonic()
+    deployment.unpause("cdr_daily")
+    created = backfill(deployment, scenario)
+    last = scenario.days[-1]
+
+    # The last day has no record yet: its sensor must hand the wait to the triggerer.
+    def last_sensor_deferred() -> bool:
+        sensors = deployment.task_instances("cdr_daily", task_id="wait_for_day")
+        return any(local_day(ti["logical_date"]) == last and ti["state"] == "deferred" for ti in sensors)
+
+    wait_for(f"the {last} sensor in state deferred", last_sensor_deferred, 600, pause=2.0)
+    deploy_stand_in.set_clock(now=None)  # the day's records arrive; the trigger's next poll sees them
+
+    wait_for_backfill(deployment, created["id"], 900)
+    runs = daily_runs(deployment)
+    assert sorted(runs) == scenario.days
+    assert {run["state"] for run in runs.values()} == {"success"}, deployment.diagnostics()
+    assert {run["run_type"] for run in runs.values()} == {"backfill"}
+    assert_exact(deploy_stand_in, scenario.records, scenario.days)
+
+    # The resumed sensor (a new task instance process, after the triggerer's event) says so in its log.
+    sensor = next(
+        ti
+        for ti in deployment.task_instances("cdr_daily", task_id="wait_for_day")
+        if local_day(ti["logical_date"]) == last
+    )
+    log = deployment.get(
+        f"/api/v2/dags/cdr_daily/dagRuns/{sensor['dag_run_id']}/taskInstances/wait_for_day/logs/{sensor['try_number']}",
+        full_content=True,
+    )
+    assert "CDR records are in" in json.dumps(log)
+    print(f"30-day backfill: {time.monotonic() - started:.0f}s")
+
+
+def test_backfill_reprocessing_completed_days_replaces_them_in_place(
+    deployment: AirflowDeployment, deploy_stand_in: StandIn, scenario: Scenario
+) -> None:
+    started = time.monotonic()
+    before = {day: sorted((scenario.records / f"date={day}").glob("part-*")) for day in scenario.days}
+    created = backfill(deployment, scenario, "--reprocess-behavior", "completed")
+    wait_for_backfill(deployment, created["id"], 900)
+    runs = daily_runs(deployment)
+    assert sorted(runs) == scenario.days
+    assert {run["state"] for run in runs.values()} == {"success"}
+    assert_exact(deploy_stand_in, scenario.records, scenario.days)
+    after = {day: sorted((scenario.records / f"date={day}").glob("part-*")) for day in scenario.days}
+    # Every day was written again (new file names), not skipped nor appended to.
+    assert all(set(before[day]).isdisjoint(after[day]) for day in scenario.days)
+    print(f"30-day reprocessing backfill: {time.monotonic() - started:.0f}s")
+
+
+def max_overlap(intervals: list[tuple[str, str]]) -> int:
+    """Most intervals open at one instant."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = peak = 0
+    for _, step in edges:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+def test_range_dag_keeps_its_mapped_tasks_and_request_rate_within_their_caps(
+    deployment: AirflowDeployment, deploy_stand_in: StandIn, scenario: Scenario
+) -> None:
+    days = scenario.days[:10]
+    deploy_stand_in.reset_stats()
+    deployment.unpause("cdr_backfill_range")
+    conf = {"start_day": days[0].isoformat(), "end_day": days[-1].isoformat(), "redo_landed": True}
+    run_id = deployment.trigger("cdr_backfill_range", conf)
+    run = deployment.wait_for_run("cdr_backfill_range", run_id, 600)
+    assert run["state"] == "success", deployment.diagnostics()
+
+    mapped = deployment.task_instances("cdr_backfill_range", run_id, task_id="land_day")
+    assert sorted(ti["rendered_map_index"] for ti in mapped) == [day.isoformat() for day in days]
+    assert {ti["state"] for ti in mapped} == {"success"}
+    intervals = [(datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"])) for ti in mapped]
+    assert max_overlap([(start.isoformat(), end.isoformat()) for start, end in intervals]) <= MAX_API_TASKS
+    # `rate_limit` holds per extraction; at most MAX_API_TASKS extractions share the API.
+    stats = deploy_stand_in.stats()
+    assert 0 < stats["max_per_second"] <= RATE_LIMIT * MAX_API_TASKS, stats["per_second"]
+    assert_exact(deploy_stand_in, scenario.records, days)
+
+
+def test_lookups_dag_lands_its_dimension_tables(
+    deployment: AirflowDeployment, deploy_stand_in: StandIn, scenario: Scenario
+) -> None:
+    deployment.unpause("cdr_lookups")
+    logical_date = midnight(scenario.days[-1]).isoformat()
+    run_id = deployment.trigger("cdr_lookups", {}, logical_date=logical_date)
+    run = deployment.wait_for_run("cdr_lookups", run_id, 600)
+    assert run["state"] == "success", deployment.diagnostics()
+    expected = deploy_stand_in.dataset.lookups()
+    for name in LOOKUPS:
+        [path] = (scenario.output / "dimensions" / name).glob(f"date=*/{name}.parquet")
+        table = pq.read_table(path)
+        assert table.column("id").to_pylist() == [item["id"] for item in expected[name]]
+        assert table.column("name").to_pylist() == [item["name"] for item in expected[name]]
+
+
+def task_process(ti_id: str) -> psutil.Process | None:
+    """The task runner process of one task instance: Airflow titles it `airflow worker -- <ti id>`."""
+    for process in psutil.process_iter(["cmdline"]):
+        if f"airflow worker -- {ti_id}" in " ".join(process.info["cmdline"] or []):
+            return process
+    return None
+
+
+def test_a_task_killed_mid_run_is_retried_and_its_day_ends_exact(
+    deployment: AirflowDeployment, deploy_stand_in: StandIn, scenario: Scenario
+) -> None:
+    day = scenario.days[4]
+    deploy_stand_in.set_faults(latency_ms=4000)  # every request slow: the task is caught mid-extraction
+    try:
+        conf = {"start_day": day.isoformat(), "end_day": day.isoformat(), "redo_landed": True}
+        run_id = deployment.trigger("cdr_backfill_range", conf)
+
+        def running_task() -> psutil.Process | None:
+            [ti] = deployment.task_instances("cdr_backfill_range", run_id, task_id="land_day") or [None]
+            if ti is None or ti["state"] != "running":
+                return None
+            process = task_process(ti["id"])
+            # Killed once it is talking to the API, not while it starts up.
+            return process if process and deploy_stand_in.stats()["requests"] > 0 else None
+
+        deploy_stand_in.reset_stats()
+        victim = wait_for("land_day running", running_task, 300, pause=0.5)
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        deploy_stand_in.clear_faults()
+
+    run = deployment.wait_for_run("cdr_backfill_range", run_id, 600)
+    assert run["state"] == "success", deployment.diagnostics()
+    [ti] = deployment.task_instances("cdr_backfill_range", run_id, task_id="land_day")
+    assert ti["try_number"] >= 2
+    tries = deployment.get(
+        f"/api/v2/dags/cdr_backfill_range/dagRuns/{run_id}/taskInstances/land_day/{ti['map_index']}/tries"
+    )["task_instances"]
+    assert [attempt["state"] for attempt in tries][-1] == "success"
+    assert "failed" in {attempt["state"] for attempt in tries[:-1]} or ti["try_number"] >= 2
+    assert_exact(deploy_stand_in, scenario.records, [day])
