@@ -6,6 +6,7 @@ Checked when the DAG is parsed where they are not templated, otherwise before th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,11 @@ def is_templated(value: Any) -> bool:
 
 def check_filters(filters: dict[str, Any] | None, timezone: str = "UTC") -> CDRQuery:
     """The operator's filters: any documented one except the date window, which the operator owns."""
+    if filters is not None and not isinstance(filters, Mapping):
+        # e.g. a templated `filters` that rendered to a string: dict() of it fails obscurely, or not at all.
+        raise CDRQueryError(
+            f"Invalid CDR filters: filters must be a mapping of filter names to values, got {type(filters).__name__}"
+        )
     filters = dict(filters or {})
     owned = sorted(WINDOW_FILTERS & set(filters))
     if owned:

@@ -1,8 +1,8 @@
 """Remembering which uuids an extraction has yielded, a whole page at a time, in little memory.
 
 A Python set of a million uuid strings costs ~100 MB and a microsecond per record; this keeps
-16-byte keys in sorted NumPy arrays (16 MB per million) and answers for a page in a few
-vectorised steps. A canonical uuid's key is its 16 bytes, decoded from hex without a Python
+128-bit keys as pairs of uint64 in sorted NumPy arrays (16 MB per million) and answers for a
+page in a few vectorised steps, searching on the high half and confirming with the low half. A canonical uuid's key is its 16 bytes, decoded from hex without a Python
 loop; any other string's key is its 128-bit BLAKE2b digest.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 _MERGE_EVERY = 65_536
+_FOLD_AFTER_PAGES = 8
 _UUID_LENGTH = 36
 _DASHES = np.array([8, 13, 18, 23])
 _HEX_COLUMNS = np.array([i for i in range(_UUID_LENGTH) if i not in (8, 13, 18, 23)])
@@ -25,7 +26,7 @@ for _value, _chars in enumerate(zip("0123456789abcdef", "0123456789ABCDEF")):
 
 
 def uuid_keys(uuids: Sequence[str] | pa.Array) -> np.ndarray:
-    """One 16-byte key per uuid (dtype S16), the same for the same string in any page."""
+    """One 128-bit key per uuid, as an (n, 2) uint64 array: the same for the same string in any page."""
     array = uuids if isinstance(uuids, pa.Array) else pa.array(uuids, type=pa.string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -33,58 +34,94 @@ def uuid_keys(uuids: Sequence[str] | pa.Array) -> np.ndarray:
     count = len(array)
     keys = np.zeros((count, 16), dtype=np.uint8)
     if not count:
-        return keys.view("S16").ravel()
+        return _as_pairs(keys)
     canonical = np.zeros(count, dtype=bool)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + count + 1]
-    if array.null_count == 0 and np.all(np.diff(offsets) == _UUID_LENGTH):
-        start = int(offsets[0])
-        chars = np.frombuffer(array.buffers()[2], dtype=np.uint8)[start : start + count * _UUID_LENGTH]
-        chars = chars.reshape(count, _UUID_LENGTH)
+    rows = np.flatnonzero(np.diff(offsets) == _UUID_LENGTH)
+    if array.null_count:
+        rows = rows[array.is_valid().to_numpy(zero_copy_only=False)[rows]]
+    if rows.size and array.buffers()[2] is not None:
+        data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+        chars = data[offsets[rows, None] + np.arange(_UUID_LENGTH)]
         nibbles = _NIBBLE[chars[:, _HEX_COLUMNS]]
-        canonical = np.all(chars[:, _DASHES] == ord("-"), axis=1) & np.all(nibbles != 255, axis=1)
-        keys[canonical] = (nibbles[canonical, 0::2] << 4) | nibbles[canonical, 1::2]
+        good = np.all(chars[:, _DASHES] == ord("-"), axis=1) & np.all(nibbles != 255, axis=1)
+        rows, nibbles = rows[good], nibbles[good]
+        canonical[rows] = True
+        keys[rows] = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
     if not canonical.all():
         texts = array.to_pylist()
         for row in np.flatnonzero(~canonical):
             text = texts[row] if texts[row] is not None else ""
             digest = hashlib.blake2b(b"\x00" + text.encode(), digest_size=16).digest()
             keys[row] = np.frombuffer(digest, dtype=np.uint8)
-    return keys.view("S16").ravel()
+    return _as_pairs(keys)
+
+
+def _as_pairs(keys: np.ndarray) -> np.ndarray:
+    return keys.view(">u8").astype(np.uint64).reshape(-1, 2)
 
 
 class SeenUUIDs:
-    """A set of uuids (as 16-byte keys) that answers for a whole page at once."""
+    """A set of uuid keys (see uuid_keys) that answers for a whole page at once.
+
+    Keys live in arrays sorted by their high half: one large array and a few recent ones (one
+    per page), folded together now and then. Sorting is stable (timsort), so folding sorted
+    runs together costs about a linear merge.
+    """
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype="S16")
+        self._sorted = sort_keys(np.empty((0, 2), dtype=np.uint64))
         self._recent: list[np.ndarray] = []
-        self._recent_size = 0
 
     def __len__(self) -> int:
-        return len(self._sorted) + self._recent_size
+        return len(self._sorted) + sum(len(keys) for keys in self._recent)
 
     def add_new(self, keys: np.ndarray) -> np.ndarray:
-        """Mark each key (see uuid_keys) seen; return a boolean mask: was it new (also within this page)?"""
-        fresh = np.zeros(len(keys), dtype=bool)
-        if not len(keys):
-            return fresh
-        _, first = np.unique(keys, return_index=True)
-        fresh[first] = True
+        """Mark each key seen; return a boolean mask: was it new (also within this page)?"""
+        fresh = _first_occurrences(keys)
         for known in (self._sorted, *self._recent):
-            fresh &= ~_contains(known, keys)
-        added = np.sort(keys[fresh])
-        if len(added):
-            self._recent.append(added)
-            self._recent_size += len(added)
-        if self._recent_size >= _MERGE_EVERY:
-            self._sorted = np.sort(np.concatenate([self._sorted, *self._recent]))
-            self._recent, self._recent_size = [], 0
+            fresh &= ~contains(known, keys)
+        if fresh.any():
+            self._recent.append(sort_keys(keys[fresh]))
+        if len(self._recent) >= _FOLD_AFTER_PAGES:
+            recent = sort_keys(np.concatenate(self._recent))
+            if len(recent) >= _MERGE_EVERY:
+                self._sorted, self._recent = sort_keys(np.concatenate([self._sorted, recent])), []
+            else:
+                self._recent = [recent]
         return fresh
 
 
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    if not len(sorted_keys):
+def sort_keys(keys: np.ndarray) -> np.ndarray:
+    """Sorted by the high half, column-major so that each half is contiguous to search."""
+    return np.asfortranarray(keys[np.argsort(keys[:, 0], kind="stable")])
+
+
+def _first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """True for the first row of each distinct key."""
+    fresh = np.zeros(len(keys), dtype=bool)
+    _, first = np.unique(keys[:, 0], return_index=True)
+    fresh[first] = True
+    if len(first) != len(keys):  # a repeated high half: decide on the whole key
+        _, first = np.unique(keys, axis=0, return_index=True)
+        fresh[:] = False
+        fresh[first] = True
+    return fresh
+
+
+def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Per key, whether it is in `sorted_keys` (from sort_keys)."""
+    if not len(sorted_keys) or not len(keys):
         return np.zeros(len(keys), dtype=bool)
-    positions = np.searchsorted(sorted_keys, keys)
-    positions[positions == len(sorted_keys)] = 0
-    return sorted_keys[positions] == keys
+    high, low = sorted_keys[:, 0], sorted_keys[:, 1]
+    order = np.argsort(keys[:, 0])  # sorted probes search many times faster than random ones
+    probe_high, probe_low = keys[order, 0], keys[order, 1]
+    start = np.minimum(np.searchsorted(high, probe_high), len(high) - 1)
+    same_high = high[start] == probe_high
+    found_sorted = same_high & (low[start] == probe_low)
+    for row in np.flatnonzero(same_high & ~found_sorted):  # the same high half more than once: rare
+        end = np.searchsorted(high, probe_high[row], "right")
+        found_sorted[row] = bool(np.any(low[start[row] : end] == probe_low[row]))
+    found = np.empty(len(keys), dtype=bool)
+    found[order] = found_sorted
+    return found

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import orjson
 
-from airflow_provider_cdr.dedupe import SeenUUIDs, uuid_keys
+from airflow_provider_cdr.dedupe import SeenUUIDs, contains, sort_keys, uuid_keys
 from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError
 from airflow_provider_cdr.paging import SearchPager, StalePageError
 
@@ -121,7 +121,7 @@ class _WindowMemory:
         if window != self._window:
             self._window, self._previous, self._current = window, self._current, []
         known = self._current + self._previous
-        new = int(len(keys) - np.isin(keys, np.concatenate(known)).sum()) if known else len(keys)
+        new = len(keys) - int(contains(sort_keys(np.concatenate(known)), keys).sum()) if known else len(keys)
         self._current.append(keys)
         return new
 

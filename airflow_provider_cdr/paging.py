@@ -53,6 +53,12 @@ class SearchPager:
         """
         if received and not new and received == self.per_page:
             raise StalePageError(f"page {self.page} of search window {self.windows} repeated known records")
+        if not received and token is not None and token == self.search_token:
+            # No records, and the token we sent: no progress yet. Following it is asking again (bounded
+            # by the caller), not a token loop; records may still come.
+            raise StalePageError(
+                f"page {self.page} of search window {self.windows} came back empty with the same search_token"
+            )
         self.pages += 1
         self._window_new_records += new
         window_full = self.page * self.per_page >= SEARCH_WINDOW

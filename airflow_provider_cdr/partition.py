@@ -206,10 +206,16 @@ class _LocalStore:
         self._lock: int | None = None
 
     def open(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self._restore_interrupted_swap()
-        self._remove_stale_staging()
-        self._make_staging()
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+            self._restore_interrupted_swap()
+            self._remove_stale_staging()
+            self._make_staging()
+        except OSError as err:
+            # Root passes os.access() where the kernel still refuses (/proc, /sys, read-only mounts).
+            if err.filename is None:
+                raise
+            raise OSError(err.errno, f"CDR partition base {self.base} is not writable: {err.strerror}") from None
         # Held until the commit or abort (or the process's death): tells other writers we are live.
         self._lock = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_cdr.errors import CDRQueryError
 
@@ -280,12 +280,20 @@ def _check_order(params: Mapping[str, str], low: str, high: str, problems: list[
             problems.append(f"{low}={params[low]} is after {high}={params[high]}")
 
 
+def _zone(name: str) -> ZoneInfo:
+    """The account's zone; a bad name is the caller's mistake, so a CDRQueryError, not a KeyError."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: "", "../x", a NUL byte
+        raise CDRQueryError(f"timezone={name!r} is not an IANA time zone name") from None
+
+
 def build_query(filters: Mapping[str, Any], timezone: str | ZoneInfo = "UTC") -> CDRQuery:
     """Validate `filters` (API parameter names -> Python values) into a CDRQuery, or raise CDRQueryError.
 
     `None` values are dropped, so optional filters can be passed through templated arguments.
     """
-    tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
+    tz = timezone if isinstance(timezone, ZoneInfo) else _zone(timezone)
     params: dict[str, str] = {}
     problems: list[str] = []
     for name, value in filters.items():

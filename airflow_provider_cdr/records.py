@@ -90,6 +90,9 @@ _ZERO, _COLON, _PLUS, _MINUS = (ord(char) for char in "0:+-")
 _LOG_LIMIT_PER_FIELD = 20
 
 
+_INT64_MAX = 2**63 - 1
+
+
 class _Uncoercible(ValueError):
     """A value that has no lossless conversion to its column's type."""
 
@@ -146,6 +149,13 @@ def _to_float(value: Any) -> tuple[float, bool]:
 
 def _to_seconds(value: Any) -> tuple[int, bool]:
     """``hh:mm:ss`` (hours may exceed 24) to seconds; bare non-negative seconds are coerced."""
+    seconds, coerced = _parse_seconds(value)
+    if seconds > _INT64_MAX:  # e.g. 1e308: kept raw rather than overflowing the int64 column
+        raise _Uncoercible("out of range")
+    return seconds, coerced
+
+
+def _parse_seconds(value: Any) -> tuple[int, bool]:
     if isinstance(value, str):
         if match := _HMS_RE.match(value):
             return int(match["h"]) * 3600 + int(match["m"]) * 60 + int(match["s"]), False

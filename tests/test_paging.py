@@ -57,6 +57,16 @@ def test_a_full_page_of_known_records_is_stale() -> None:
     assert pager.page == 2  # the same request is asked again
 
 
+def test_an_empty_page_that_hands_back_the_same_token_is_asked_again() -> None:
+    pager = SearchPager(per_page=10000)
+    pager.update(received=10000, new=10000, token="t1")
+    with pytest.raises(StalePageError, match="empty with the same search_token"):
+        pager.update(received=0, new=0, token="t1")
+    assert pager.request_params() == {"page": "1", "per_page": "10000", "search_token": "t1"}
+    pager.update(received=10, new=10, token=None)
+    assert not pager.has_next
+
+
 def test_empty_windows_with_tokens_stop_after_a_few() -> None:
     pager = SearchPager(per_page=100)
     with pytest.raises(CDRPagingError, match="no new record"):

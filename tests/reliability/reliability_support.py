@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,9 @@ def visible_rows(out: Path) -> int:
     [(glob_rows,)] = duckdb.sql(f"select count(*) from read_parquet('{out}/*/*.parquet')").fetchall()
     assert glob_rows == ds.dataset(out, format="parquet", partitioning="hive").count_rows()
     return int(glob_rows)
+
+
+def task_error(captured: Any) -> str:
+    """The task's exception lines as the task runner logged them (dag.test() logs to the console)."""
+    lines = (captured.out + captured.err).splitlines()
+    return "\n".join(line for line in lines if re.match(r"[\w.]+(Error|Expired|Exception): ", line))

@@ -1,0 +1,49 @@
+"""uuid keys and the seen-set: exact, also for odd uuids and within one page."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pyarrow as pa
+
+from airflow_provider_cdr.dedupe import SeenUUIDs, uuid_keys
+
+
+def test_keys_are_the_same_from_lists_and_arrow_and_across_case() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    from_list = uuid_keys(ids)
+    from_arrow = uuid_keys(pa.array(ids).slice(0))
+    assert np.array_equal(from_list, from_arrow)
+    assert np.array_equal(uuid_keys([ids[0].upper()]), from_list[:1])
+    assert len({tuple(row) for row in from_list.tolist()}) == 50
+
+
+def test_non_canonical_uuids_get_stable_distinct_keys() -> None:
+    odd = ["abc", "", "not-a-uuid-at-all-but-36-characters", "x" * 36, "ü" * 20]
+    mixed = [*odd, str(uuid.uuid4())]
+    keys = uuid_keys(mixed)
+    assert len({tuple(row) for row in keys.tolist()}) == len(mixed)
+    assert np.array_equal(uuid_keys(odd), keys[: len(odd)])
+
+
+def test_seen_set_marks_repeats_within_and_across_pages() -> None:
+    seen = SeenUUIDs()
+    ids = [str(uuid.uuid4()) for _ in range(200_000)]
+    total = 0
+    for start in range(0, len(ids), 10_000):
+        page = ids[start : start + 10_000] + ids[max(start - 5, 0) : start]  # 5 repeats from the last page
+        fresh = seen.add_new(uuid_keys(page))
+        assert fresh[:10_000].all() and not fresh[10_000:].any()
+        total += int(fresh.sum())
+    assert total == len(ids) == len(seen)
+    again = seen.add_new(uuid_keys([ids[0], ids[123_456], ids[0], "new"]))
+    assert again.tolist() == [False, False, False, True]
+
+
+def test_keys_sharing_a_high_half_are_told_apart() -> None:
+    seen = SeenUUIDs()
+    first = "12345678-1234-1234-0000-000000000001"
+    second = "12345678-1234-1234-0000-000000000002"
+    assert seen.add_new(uuid_keys([first, second, first])).tolist() == [True, True, False]
+    assert seen.add_new(uuid_keys([second, "12345678-1234-1234-0000-000000000003"])).tolist() == [False, True]
