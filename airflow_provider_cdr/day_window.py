@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from airflow_provider_cdr.query import DATETIME_FORMAT
+
+_INSTANT = pa.timestamp("us", tz="UTC")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,27 @@ class DayWindow:
     def hours(self) -> float:
         """23, 24 or 25 (DST days), or other lengths in unusual zones."""
         return (self.end - self.start).total_seconds() / 3600
+
+    def keep(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
+        """The batch's rows inside the day, and how many fell outside it unexpectedly.
+
+        Rows of the next day's first second are fetched on purpose (the last slice ends at the
+        next day's 00:00:00, inclusive): dropped, not counted. A row whose timestamp could not
+        be read is kept (the API returned it for this day); its raw value is in raw_values.
+        """
+        stamps = batch.column("timestamp")
+        start, end = pa.scalar(self.start, _INSTANT), pa.scalar(self.end, _INSTANT)
+        bounds = pc.min_max(stamps)
+        low, high = bounds["min"], bounds["max"]
+        if not low.is_valid or (low.as_py() >= self.start and high.as_py() < self.end):
+            return batch, 0
+        inside = pc.or_kleene(
+            pc.and_(pc.greater_equal(stamps, start), pc.less(stamps, end)), pc.is_null(stamps)
+        )
+        kept = batch.filter(inside)
+        edge_end = pa.scalar(self.end + timedelta(seconds=1), _INSTANT)
+        edge = pc.sum(pc.and_(pc.greater_equal(stamps, end), pc.less(stamps, edge_end))).as_py() or 0
+        return kept, batch.num_rows - kept.num_rows - edge
 
     def slices(self, count: int) -> list[dict[str, str]]:
         """`count` (or fewer, near DST changes) overlapping API windows covering the whole day."""

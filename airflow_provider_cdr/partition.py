@@ -83,7 +83,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.schema import CDR_SCHEMA, SCHEMA_VERSION
+from airflow_provider_cdr.schema import CDR_SCHEMA, DICTIONARY_COLUMNS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -215,7 +215,9 @@ class _LocalStore:
             # Root passes os.access() where the kernel still refuses (/proc, /sys, read-only mounts).
             if err.filename is None:
                 raise
-            raise OSError(err.errno, f"CDR partition base {self.base} is not writable: {err.strerror}") from None
+            raise OSError(
+                err.errno, f"CDR partition base {self.base} is not writable: {err.strerror}"
+            ) from None
         # Held until the commit or abort (or the process's death): tells other writers we are live.
         self._lock = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -603,6 +605,7 @@ class DayPartitionWriter:
                 handle,
                 self.schema,
                 compression=self._compression,
+                use_dictionary=[name for name in DICTIONARY_COLUMNS if name in self.schema.names],
                 write_statistics=True,
                 coerce_timestamps="us",
                 allow_truncated_timestamps=False,

@@ -105,3 +105,18 @@ API_FIELDS: tuple[str, ...] = tuple(
 def empty_table() -> pa.Table:
     """A zero-row table with the full schema, e.g. for an empty day's partition."""
     return CDR_SCHEMA.empty_table()
+
+
+# Columns with few distinct values a day: dictionary-encoded in Parquet (smaller and faster to
+# write). The others (uuid, numbers, texts) would only fall back to plain after trying.
+DICTIONARY_COLUMNS: tuple[str, ...] = (
+    "type",
+    "disposition",
+    "agent",
+    "queue",
+    "wrapup_code",
+    "destination_name",
+    "template",
+    "agent_id",
+    "utc_offset_minutes",
+)

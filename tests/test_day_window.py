@@ -6,6 +6,7 @@ import itertools
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 import pytest
 
 from airflow_provider_cdr.day_window import DayWindow
@@ -47,3 +48,25 @@ def test_slices_cover_the_day_overlapping_at_their_boundary(day: date, count: in
             back = local.replace(tzinfo=tz).astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
             assert back == local
     assert len(slices) <= count
+
+
+def _batch(*stamps: datetime | None) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({"timestamp": pa.array(list(stamps), pa.timestamp("us", tz="UTC"))})
+
+
+def test_keep_drops_other_days_and_counts_only_the_unexpected() -> None:
+    window = DayWindow(date(2024, 3, 5), ZoneInfo("America/Sao_Paulo"))  # 03:00Z to 03:00Z
+    inside = datetime(2024, 3, 5, 12, tzinfo=timezone.utc)
+    next_first_second = datetime(2024, 3, 6, 3, 0, 0, 500_000, tzinfo=timezone.utc)
+    far = datetime(2024, 3, 6, 5, tzinfo=timezone.utc)
+    before = datetime(2024, 3, 5, 2, 59, 59, 999_999, tzinfo=timezone.utc)
+    kept, outside = window.keep(_batch(inside, next_first_second, far, before, None, window.start))
+    assert kept.column("timestamp").to_pylist() == [inside, None, window.start]
+    assert outside == 2  # `far` and `before`; the next day's first second was fetched on purpose
+
+
+def test_keep_passes_a_batch_inside_the_day_untouched() -> None:
+    window = DayWindow(date(2024, 3, 5), ZoneInfo("UTC"))
+    batch = _batch(window.start, window.end - timedelta(microseconds=1))
+    kept, outside = window.keep(batch)
+    assert kept is batch and outside == 0

@@ -164,6 +164,8 @@ class CDRHook(HttpHook):
                     url,
                     params={**params, "key": self._api_key},
                     timeout=(settings.connect_timeout, settings.timeout),
+                    # Else requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override the connection's `verify`.
+                    verify=session.verify,
                 )
                 if response.status_code == 200:
                     try:
@@ -175,6 +177,13 @@ class CDRHook(HttpHook):
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 else:
                     raise self._api_error(response, path)
+            except requests.exceptions.SSLError as err:
+                # A certificate that does not verify will not verify on retry either: say so at once.
+                raise CDRAPIError(
+                    f"GET {path}: TLS verification of {self.base_url} failed (no retry): "
+                    f"{redact(str(err), self._api_key)[:300]}",
+                    path=path,
+                ) from None
             except _TRANSPORT_ERRORS as err:
                 problem = f"{type(err).__name__}: {redact(str(err), self._api_key)[:300]}"
             except requests.RequestException as err:  # not worth retrying; its text holds the URL

@@ -6,11 +6,10 @@ import threading
 import uuid as uuid_lib
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_cdr.arguments import check_filters, day_from_context, is_templated, parse_day, time_zone
@@ -149,9 +148,6 @@ class CDRToParquetOperator(BaseOperator):
             concurrency=self.concurrency or hook.settings.concurrency,
         )
         run_id = uuid_lib.uuid4().hex[:12]
-        start = pa.scalar(window.start, pa.timestamp("us", tz="UTC"))
-        end = pa.scalar(window.end, pa.timestamp("us", tz="UTC"))
-        edge_end = pa.scalar(window.end + timedelta(seconds=1), pa.timestamp("us", tz="UTC"))
         out_of_day = 0
         with DayPartitionWriter(
             base,
@@ -162,13 +158,8 @@ class CDRToParquetOperator(BaseOperator):
             run_id=run_id,
         ) as writer:
             for batch in extraction.run([s.as_params() for s in slices]):
-                ts = batch.column("timestamp")
-                inside = pc.or_kleene(pc.and_(pc.greater_equal(ts, start), pc.less(ts, end)), pc.is_null(ts))
-                kept = batch.filter(inside)
-                if kept.num_rows != batch.num_rows:
-                    # The next day's first second is fetched on purpose (slice overlap): not a surprise.
-                    edge = pc.sum(pc.and_(pc.greater_equal(ts, end), pc.less(ts, edge_end))).as_py() or 0
-                    out_of_day += batch.num_rows - kept.num_rows - edge
+                kept, outside = window.keep(batch)
+                out_of_day += outside
                 writer.write_batch(kept)
             facts = self._facts(extraction.stats, converters, out_of_day, query, window, context)
             summary = writer.commit(manifest=facts)
