@@ -243,26 +243,24 @@ class CDRQuery:
 
 def _window_value(name: str, value: Any, tz: ZoneInfo) -> str:
     """Dates as YYYY-MM-DD; datetimes as account-local YYYY-MM-DDTHH:MM:SS (aware ones converted)."""
-    if name.endswith("_date"):
-        if isinstance(value, datetime):
-            raise ValueError(f"{value!r}: give a date, or use {name}time for a datetime")
-        if isinstance(value, date):
-            return value.strftime(DATE_FORMAT)
-        if isinstance(value, str):
-            try:
-                return datetime.strptime(value.strip(), DATE_FORMAT).strftime(DATE_FORMAT)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a date in YYYY-MM-DD form") from None
-        raise ValueError(f"{value!r} is not a date")
+    is_date = name.endswith("_date")
+    kind, form, fmt = (
+        ("date", "YYYY-MM-DD", DATE_FORMAT)
+        if is_date
+        else ("datetime", "YYYY-MM-DDTHH:MM:SS", DATETIME_FORMAT)
+    )
     if isinstance(value, datetime):
-        local = value.astimezone(tz).replace(tzinfo=None) if value.tzinfo else value
-        return local.strftime(DATETIME_FORMAT)
+        if is_date:
+            raise ValueError(f"{value!r}: give a date, or use {name}time for a datetime")
+        return (value.astimezone(tz).replace(tzinfo=None) if value.tzinfo else value).strftime(fmt)
+    if isinstance(value, date) and is_date:
+        return value.strftime(fmt)
     if isinstance(value, str):
         try:
-            return datetime.strptime(value.strip(), DATETIME_FORMAT).strftime(DATETIME_FORMAT)
+            return datetime.strptime(value.strip(), fmt).strftime(fmt)
         except ValueError:
-            raise ValueError(f"{value!r} is not a datetime in YYYY-MM-DDTHH:MM:SS form") from None
-    raise ValueError(f"{value!r} is not a datetime")
+            raise ValueError(f"{value!r} is not a {kind} in {form} form") from None
+    raise ValueError(f"{value!r} is not a {kind}")
 
 
 def _unknown_name_message(name: str) -> str:

@@ -27,6 +27,7 @@ from airflow_provider_cdr.fake_api.server import StandIn
 
 HERE = Path(__file__).resolve().parent
 DAY = "2024-03-05"
+NEXT_DAY = "2024-03-06"  # the last slice of DAY ends at its 00:00:00, so the stand-in builds it too
 ZONE = "America/Sao_Paulo"
 LATENCIES = {"80 ms + 10 us/record": (80.0, 10.0), "no latency": (0.0, 0.0)}
 VARIANTS = ("baseline", "operator", "ceiling")
@@ -88,7 +89,7 @@ def measure(volume: int, latency: str, runs: int, work: Path) -> tuple[list[Resu
     notes: list[str] = []
     results: list[Result] = []
     with StandIn(records_per_day=volume, timezone=ZONE, now="2024-03-20T12:00:00Z") as stand_in:
-        stand_in.truth(start_date=DAY, end_date=DAY)  # generate the day before anything is timed
+        stand_in.truth(start_date=DAY, end_date=NEXT_DAY)  # generate the days before anything is timed
         stand_in.set_faults(latency_ms=fixed_ms, latency_per_record_us=per_record_us)
         env = environment(stand_in, work / "home")
         for variant in VARIANTS:
@@ -132,7 +133,7 @@ def measure(volume: int, latency: str, runs: int, work: Path) -> tuple[list[Resu
 def profile_operator(volume: int, work: Path) -> str:
     """Where the operator's time goes without latency: the top of a cProfile."""
     with StandIn(records_per_day=volume, timezone=ZONE, now="2024-03-20T12:00:00Z") as stand_in:
-        stand_in.truth(start_date=DAY, end_date=DAY)
+        stand_in.truth(start_date=DAY, end_date=NEXT_DAY)
         target = work / "profile.out"
         run_variant(
             "operator", environment(stand_in, work / "home", concurrency=1), work / "profiled", target

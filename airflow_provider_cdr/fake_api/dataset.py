@@ -232,7 +232,8 @@ class CDRDataset:
     Days before `first_day` are empty; later days have `records_per_day` records
     unless `day_profiles` says otherwise. `now` and `ingest_lag_s` decide what is
     available (None: the real clock). Day tables (about 650 bytes a record) stay
-    in an LRU of up to `cache_records` records, always keeping the latest day used.
+    in an LRU of up to `cache_records` records (two days of a million and more: a day's last slice
+    reaches into the next day), always keeping the latest day used.
     """
 
     def __init__(
@@ -246,7 +247,7 @@ class CDRDataset:
         first_day: date = DEFAULT_FIRST_DAY,
         now: datetime | None = None,
         ingest_lag_s: float = 0.0,
-        cache_records: int = 1_000_000,
+        cache_records: int = 2_500_000,
     ) -> None:
         if records_per_day < 0 or not 0.0 <= type_drift <= 1.0:
             raise ValueError("records_per_day must be >= 0 and type_drift within 0..1")
