@@ -65,8 +65,9 @@ class SeenUUIDs:
     """A set of uuid keys (see uuid_keys) that answers for a whole page at once.
 
     Keys live in arrays sorted by their high half: one large array and a few recent ones (one
-    per page), folded together now and then. Sorting is stable (timsort), so folding sorted
-    runs together costs about a linear merge.
+    per page). The recent ones are folded together every few pages, and into the large one
+    every _MERGE_EVERY keys by a linear merge, so the large array is never sorted again and
+    a merge needs little more than the merged array itself.
     """
 
     def __init__(self) -> None:
@@ -86,7 +87,7 @@ class SeenUUIDs:
         if len(self._recent) >= _FOLD_AFTER_PAGES:
             recent = sort_keys(np.concatenate(self._recent))
             if len(recent) >= _MERGE_EVERY:
-                self._sorted, self._recent = sort_keys(np.concatenate([self._sorted, recent])), []
+                self._sorted, self._recent = merge_sorted(self._sorted, recent), []
             else:
                 self._recent = [recent]
         return fresh
@@ -95,6 +96,17 @@ class SeenUUIDs:
 def sort_keys(keys: np.ndarray) -> np.ndarray:
     """Sorted by the high half, column-major so that each half is contiguous to search."""
     return np.asfortranarray(keys[np.argsort(keys[:, 0], kind="stable")])
+
+
+def merge_sorted(big: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """Two key arrays sorted by their high half, merged into one in linear time."""
+    merged = np.empty((len(big) + len(small), 2), dtype=np.uint64, order="F")
+    small_rows = np.searchsorted(big[:, 0], small[:, 0]) + np.arange(len(small))
+    big_rows = np.ones(len(merged), dtype=bool)
+    big_rows[small_rows] = False
+    merged[small_rows] = small
+    merged[big_rows] = big
+    return merged
 
 
 def _first_occurrences(keys: np.ndarray) -> np.ndarray:

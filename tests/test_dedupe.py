@@ -47,3 +47,14 @@ def test_keys_sharing_a_high_half_are_told_apart() -> None:
     second = "12345678-1234-1234-0000-000000000002"
     assert seen.add_new(uuid_keys([first, second, first])).tolist() == [True, True, False]
     assert seen.add_new(uuid_keys([second, "12345678-1234-1234-0000-000000000003"])).tolist() == [False, True]
+
+
+def test_merge_keeps_the_high_half_sorted_and_every_key() -> None:
+    from airflow_provider_cdr.dedupe import merge_sorted, sort_keys
+
+    rng = np.random.default_rng(7)
+    big = sort_keys(rng.integers(0, 2**63, size=(1000, 2), dtype=np.uint64))
+    small = sort_keys(np.vstack([rng.integers(0, 2**63, size=(50, 2), dtype=np.uint64), big[:3]]))
+    merged = merge_sorted(big, small)
+    assert np.all(np.diff(merged[:, 0].astype(np.float64)) >= 0)
+    assert sorted(map(tuple, merged.tolist())) == sorted(map(tuple, np.vstack([big, small]).tolist()))
