@@ -189,6 +189,11 @@ def _check_local_base(base: Path) -> None:
         raise PermissionError(f"CDR partition base {base} is not writable ({existing})")
 
 
+def _not_writable(base: Path, err: OSError) -> OSError:
+    """Root passes os.access() where the kernel still refuses (/proc, /sys, read-only mounts): say where."""
+    return OSError(err.errno, f"CDR partition base {base} is not writable: {err.strerror}")
+
+
 class _LocalStore:
     """Stages a day in a hidden directory and swaps it in atomically."""
 
@@ -208,16 +213,14 @@ class _LocalStore:
     def open(self) -> None:
         try:
             self.base.mkdir(parents=True, exist_ok=True)
-            self._restore_interrupted_swap()
-            self._remove_stale_staging()
+        except OSError as err:
+            raise _not_writable(self.base, err) from None
+        self._restore_interrupted_swap()
+        self._remove_stale_staging()
+        try:
             self._make_staging()
         except OSError as err:
-            # Root passes os.access() where the kernel still refuses (/proc, /sys, read-only mounts).
-            if err.filename is None:
-                raise
-            raise OSError(
-                err.errno, f"CDR partition base {self.base} is not writable: {err.strerror}"
-            ) from None
+            raise _not_writable(self.base, err) from None
         # Held until the commit or abort (or the process's death): tells other writers we are live.
         self._lock = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,7 +1,10 @@
 """One gate that every request of an extraction passes: a request-rate cap and shared pauses.
 
 Concurrent slices share it, so a 429's Retry-After pauses all of them, and the cap holds
-for the extraction as a whole, not per slice.
+for the extraction as a whole, not per slice. Extractions in one process that call the same
+API at the same rate share one gate (`shared_gate`): otherwise each new one (e.g. the next
+mapped task that dag.test() runs right after the previous) starts with a full second's
+allowance while the API still counts the previous one's requests.
 """
 
 from __future__ import annotations
@@ -50,3 +53,16 @@ class RequestGate:
                     return
             self.waited += delay
             time.sleep(delay)
+
+
+_shared_gates: dict[tuple[str, float | None], RequestGate] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_gate(api: str, rate: float | None) -> RequestGate:
+    """The one gate of this process for requests to `api` (a base URL) capped at `rate` per second."""
+    with _shared_lock:
+        gate = _shared_gates.get((api, rate))
+        if gate is None:
+            gate = _shared_gates[(api, rate)] = RequestGate(rate)
+        return gate

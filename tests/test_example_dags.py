@@ -30,6 +30,8 @@ SETTINGS_VARIABLES = (
     "CDR_RETRIES",
     "CDR_RETRY_DELAY_S",
     "CDR_SETTLE_MINUTES",
+    "CDR_GRACE_HOURS",
+    "CDR_POKE_INTERVAL_S",
 )
 
 
@@ -114,6 +116,17 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     land = daily.get_task("land_day")
     assert land.output_path == "s3://bucket/prefix/cdr"
     assert land.max_active_tis_per_dag == 5 and land.pool == "cdr_api"
+
+
+def test_sensor_waits_as_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grace period and poke interval are settings: the deployment tests wait seconds, not minutes."""
+    bag = parse(monkeypatch, CDR_GRACE_HOURS="72", CDR_POKE_INTERVAL_S="3", CDR_SETTLE_MINUTES="0")
+    sensor = bag.dags["cdr_daily"].get_task("wait_for_day")
+    assert sensor.rule.grace_period == timedelta(hours=72)
+    assert sensor.rule.settle_period == timedelta(0)
+    assert sensor.poke_interval == 3
+    default = parse(monkeypatch).dags["cdr_daily"].get_task("wait_for_day")
+    assert default.rule.grace_period == timedelta(hours=6) and default.poke_interval == 300
 
 
 def test_a_wrong_setting_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from airflow_provider_cdr.errors import (
 )
 from airflow_provider_cdr.extraction import Extraction, ExtractionStats
 from airflow_provider_cdr.query import CDRQuery, build_query
-from airflow_provider_cdr.ratelimit import RequestGate
+from airflow_provider_cdr.ratelimit import RequestGate, shared_gate
 from airflow_provider_cdr.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from airflow_provider_cdr.settings import CDRConnectionSettings, foreign_extras
 
@@ -230,7 +230,7 @@ class CDRHook(HttpHook):
         """An Extraction bound to this connection: one session, one rate gate, one dedupe set."""
         settings = self.settings
         session = self.get_conn()
-        gate = RequestGate(settings.rate_limit)
+        gate = shared_gate(self.base_url, settings.rate_limit)
         stats = ExtractionStats()
 
         def fetch(params: Mapping[str, str], decode: Callable[[bytes], Any]) -> Any:
@@ -283,7 +283,7 @@ class CDRHook(HttpHook):
         """One request (with its retries) on a session of its own."""
         with self.get_conn() as session:
             return self._get_json(
-                session, path, params, RequestGate(self.settings.rate_limit), ExtractionStats()
+                session, path, params, shared_gate(self.base_url, self.settings.rate_limit), ExtractionStats()
             )
 
     def fetch_page(self, params: Mapping[str, str]) -> Any:

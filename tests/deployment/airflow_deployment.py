@@ -16,6 +16,7 @@ import base64
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,8 @@ class AirflowDeployment:
     def __init__(self, database_url: str | None, extra_env: Mapping[str, str]) -> None:
         """`database_url`: a SQLAlchemy URL, or None for SQLite in the throwaway AIRFLOW_HOME."""
         self.home = Path(tempfile.mkdtemp(prefix="cdr-deploy-airflow-home-"))
-        database_url = database_url or f"sqlite:///{self.home / 'airflow.db'}"
+        # SQLite: one writer at a time; wait for the lock instead of failing with "database is locked".
+        database_url = database_url or f"sqlite:///{self.home / 'airflow.db'}?timeout=60"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.services: dict[str, Service] = {}
@@ -87,6 +89,7 @@ class AirflowDeployment:
         """Migrate the database, start the four services, return once all are healthy and parsed."""
         try:
             self.airflow("db", "migrate", timeout=600)
+            self._sqlite_wal()
             for component in COMPONENTS:
                 log = self.home / f"{component}.log"
                 self.services[component] = Service(component, [AIRFLOW, component], self.env, log)
@@ -97,6 +100,13 @@ class AirflowDeployment:
             self.stop()
             raise
         return self
+
+    def _sqlite_wal(self) -> None:
+        """On SQLite, write-ahead logging (kept in the file): readers stop blocking the one writer."""
+        database = self.home / "airflow.db"
+        if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite") and database.exists():
+            with sqlite3.connect(database) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
 
     def stop(self) -> None:
         """Stop every service (whole process trees), then remove AIRFLOW_HOME."""
@@ -135,7 +145,9 @@ class AirflowDeployment:
             [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
         if done.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done.stdout
 
     def _headers(self) -> dict[str, str]:
@@ -173,7 +185,10 @@ class AirflowDeployment:
         found: list[dict[str, Any]] = []
         while True:
             page = self.get(
-                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100, offset=len(found), **params
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                limit=100,
+                offset=len(found),
+                **params,
             )
             found += page["task_instances"]
             if len(found) >= page["total_entries"] or not page["task_instances"]:

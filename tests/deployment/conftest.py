@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,27 +19,7 @@ import pytest
 from airflow_provider_cdr.fake_api.server import StandIn
 from tests.deployment.airflow_deployment import AirflowDeployment
 from tests.deployment.postgres import LocalPostgres
-
-TIMEZONE = "America/Sao_Paulo"
-RATE_LIMIT = 4  # requests per second for one extraction (the connection's `rate_limit` extra)
-MAX_API_TASKS = 2  # CDR_MAX_API_TASKS: land_day instances in flight at once
-
-
-def midnight(day: date) -> datetime:
-    """The account-local start of `day`."""
-    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(TIMEZONE))
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """The days the tests land and where the DAGs write them."""
-
-    days: list[date]
-    output: Path
-
-    @property
-    def records(self) -> Path:
-        return self.output / "cdr"
+from tests.deployment.scenario import MAX_API_TASKS, RATE_LIMIT, TIMEZONE, Scenario, midnight
 
 
 @pytest.fixture(scope="module")

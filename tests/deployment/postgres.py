@@ -71,10 +71,14 @@ class LocalPostgres:
         if self._run_as:
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._run(find_pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.user, "-A", "trust", "--no-sync")
+        self._run(
+            find_pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.user, "-A", "trust", "--no-sync"
+        )
         options = f"-p {self.port} -h 127.0.0.1 -k {self.root} {_FAST}"
         log = self.root / "postgres.log"
-        self._run(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
+        self._run(
+            find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start"
+        )
         self._create_database()
         return self
 
@@ -84,7 +88,9 @@ class LocalPostgres:
         deadline = time.monotonic() + 30
         while True:
             try:
-                connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
+                connection = psycopg2.connect(
+                    host="127.0.0.1", port=self.port, user=self.user, dbname="postgres"
+                )
                 break
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:

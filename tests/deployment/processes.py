@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,7 +25,11 @@ def free_port() -> int:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, pause: float = 0.5) -> T:
-    """Poll `probe` until it returns something other than None/False; TimeoutError after `timeout` s."""
+    """Poll `probe` until it returns something other than None/False; TimeoutError after `timeout` s.
+
+    Connection errors mean "not yet"; any other exception (a service died, an import error)
+    ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -32,10 +37,12 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, pause: fl
             value = probe()
             if value is not None and value is not False:
                 return value
-        except Exception as err:  # a server still starting refuses connections: keep polling
+        except OSError as err:  # a server still starting refuses connections (requests' errors too)
             last_error = err
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})"
+            )
         time.sleep(pause)
 
 
@@ -71,14 +78,10 @@ class Service:
         _, alive = psutil.wait_procs(tree, timeout=grace)
         _signal_group(self.process.pid, signal.SIGKILL)
         for process in alive + _survivors(tree):
-            try:
+            with contextlib.suppress(psutil.Error):
                 process.kill()
-            except psutil.Error:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -94,7 +97,5 @@ def _survivors(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

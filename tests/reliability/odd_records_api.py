@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 ODD_TEXTS = [
-    "Zoë Ångström – café",
+    "Zoë Ångström \u2013 café",
     "日本語のテキスト",
     "مرحبا بالعالم",
     "\u202eRTL override\u202c",
@@ -68,7 +68,7 @@ class OddRecordsAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 params = {name: values[-1] for name, values in parse_qs(urlsplit(self.path).query).items()}
                 if params.get("key") != api.api_key:
                     return self._send(401, {"error": "Invalid api_key"})

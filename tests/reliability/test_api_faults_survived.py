@@ -96,7 +96,8 @@ def test_search_token_faults_land_the_exact_day(
     assert run.state == "success"
     assert_exact_day(tmp_path, BIG_DAY, big.truth(start_date=BIG_DAY, end_date=BIG_DAY))
     facts = json.loads((tmp_path / f"date={BIG_DAY}" / "_manifest.json").read_text())["extraction"]
-    assert facts["retries"] + facts["duplicates_dropped"] > 0, "the fault fired"
+    # Without faults this day takes 5 requests (two 10,000-record windows, then 2,001 records).
+    assert facts["requests"] > 5 or facts["duplicates_dropped"] > 0, "the fault fired"
 
 
 def test_an_expired_token_restarts_the_day_instead_of_splicing(

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cdr.arguments import check_filters
@@ -105,6 +105,8 @@ records = st.lists(
 
 @QUICK
 @given(page=records)
+@example(page=[{"uuid": "u1", "duration": 1e308, "sla": {"time_to_resolution": 2**64 - 1}}])  # int64 overflow
+@example(page=[{"uuid": "u1", "duration": "99999999999999999999:00:00"}])
 def test_any_json_records_give_typed_rows_or_a_clear_error(page: list[Any]) -> None:
     converter = RecordConverter()
     try:

@@ -18,14 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db, register_dag
+from tests.reliability.reliability_support import point_connection, visible_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("kill_child.py")
@@ -51,20 +50,16 @@ def committed(out: Path, day: str = DAY) -> tuple[set[str], Any]:
     return names, pq.read_table(partition).sort_by("uuid")
 
 
-def visible_rows(out: Path) -> int:
-    """Rows a glob reader (DuckDB) and a dataset reader (pyarrow) find; they must agree."""
-    [(glob_rows,)] = duckdb.sql(f"select count(*) from read_parquet('{out}/*/*.parquet')").fetchall()
-    dataset_rows = ds.dataset(out, format="parquet", partitioning="hive").count_rows()
-    assert glob_rows == dataset_rows
-    return int(glob_rows)
-
-
 def kill_at(point: str, out: Path, tmp_path: Path, dag_id: str) -> None:
     """Start the child, wait for its marker, SIGKILL it there."""
     marker = tmp_path / f"{point}.marker"
+    from airflow import settings
+
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # The metadata DB this process uses, whatever other tests did to the environment meanwhile.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.SQL_ALCHEMY_CONN,
     }
     child = subprocess.Popen(
         [sys.executable, str(CHILD), str(out), DAY, dag_id, point, str(marker)], env=env, cwd=ROOT
@@ -143,23 +138,17 @@ def test_a_kill_between_the_two_renames_of_the_fallback_swap_is_repaired(
     monkeypatch.setenv(
         "AIRFLOW_CONN_CDR_DEFAULT",
         json.dumps(
-            {"conn_type": "cdr", "host": "http://127.0.0.1:9", "password": "k", "extra": {"max_retries": 0}}
+            {
+                "conn_type": "cdr",
+                "host": "http://127.0.0.1:9",
+                "password": "kill-test-key",
+                "extra": {"max_retries": 0},
+            }
         ),
     )
     assert land(out, "kill_renames_failed_rerun").state == "failed"
     names, table = committed(out)
     assert names == before_names and table.equals(before)
     assert visible_rows(out) == before.num_rows
-    monkeypatch.undo()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CDR_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "cdr",
-                "host": cdr_conn.url,
-                "password": cdr_conn.api_key,
-                "extra": {"timezone": cdr_conn.timezone},
-            }
-        ),
-    )
+    point_connection(monkeypatch, cdr_conn)
     assert_rerun_lands_the_exact_day(out, cdr_conn, "kill_renames_rerun")

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import traceback
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 

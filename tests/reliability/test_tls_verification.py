@@ -64,7 +64,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 class _EmptyDay(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.server.requests.append(self.path)  # type: ignore[attr-defined]
         body = json.dumps({"records": [], "search_token": None}).encode()
         self.send_response(200)
@@ -125,7 +125,7 @@ def test_a_self_signed_server_is_refused_at_once_without_the_key(
     server, _ = tls_server
     host, port = server.server_address[:2]
     hook = hook_for(monkeypatch, f"https://{host}:{port}")
-    with pytest.raises(CDRAPIError, match="TLS verification .* failed") as raised:
+    with pytest.raises(CDRAPIError, match=r"TLS verification .* failed") as raised:
         list(hook.iter_records(start_date=DAY, end_date=DAY))
     assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value) or "certificate verify failed" in str(
         raised.value
