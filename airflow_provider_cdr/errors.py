@@ -38,3 +38,13 @@ class CDRSearchTokenExpired(CDRAPIError):
 
 class CDRPagingError(CDRError):
     """The API's paging made no progress (a repeated token, stale pages): stop instead of looping."""
+
+
+def api_error(status: int, content: bytes, path: str, secret: str) -> CDRAPIError:
+    """A final (non-retryable) answer as an error naming the status and endpoint, never the key."""
+    body = redact(content[:500].decode("utf-8", "replace"), secret)
+    if status == 422 and "search_token" in body and "expire" in body:
+        return CDRSearchTokenExpired(
+            f"GET {path}: the search_token expired: {body}", status=status, path=path
+        )
+    return CDRAPIError(f"GET {path} answered HTTP {status}: {body}", status=status, path=path)

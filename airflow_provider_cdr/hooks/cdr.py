@@ -17,13 +17,12 @@ from requests.adapters import HTTPAdapter
 from airflow_provider_cdr.errors import (
     CDRAPIError,
     CDRQueryError,
-    CDRSearchTokenExpired,
     redact,
 )
 from airflow_provider_cdr.extraction import Extraction, ExtractionStats
 from airflow_provider_cdr.query import CDRQuery, build_query
 from airflow_provider_cdr.ratelimit import RequestGate, shared_gate
-from airflow_provider_cdr.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from airflow_provider_cdr.retry import RetryBudget, RetryPolicy, read_answer
 from airflow_provider_cdr.settings import CDRConnectionSettings, foreign_extras
 
 if TYPE_CHECKING:
@@ -151,10 +150,8 @@ class CDRHook(HttpHook):
         Errors never show the key.
         """
         settings = self.settings
-        policy = RetryPolicy(max_retries=settings.max_retries, max_total_wait=settings.max_retry_wait)
+        budget = RetryBudget(RetryPolicy(settings.max_retries, max_total_wait=settings.max_retry_wait), path)
         url = self.base_url.rstrip("/") + path
-        waited = 0.0
-        attempt = 0
         while True:
             gate.wait()
             stats.add(requests=1)
@@ -167,16 +164,17 @@ class CDRHook(HttpHook):
                     # Else requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override the connection's `verify`.
                     verify=session.verify,
                 )
-                if response.status_code == 200:
-                    try:
-                        return decode(response.content)
-                    except orjson.JSONDecodeError:
-                        problem = f"an unreadable JSON body ({len(response.content)} bytes)"
-                elif response.status_code in RETRYABLE_STATUSES:
-                    problem = f"HTTP {response.status_code}"
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                else:
-                    raise self._api_error(response, path)
+                answer = read_answer(
+                    response.status_code,
+                    response.content,
+                    response.headers.get("Retry-After"),
+                    decode,
+                    path,
+                    self._api_key,
+                )
+                if answer.problem is None:
+                    return answer.body
+                problem, retry_after = answer.problem, answer.retry_after
             except requests.exceptions.SSLError as err:
                 # A certificate that does not verify will not verify on retry either: say so at once.
                 raise CDRAPIError(
@@ -188,29 +186,12 @@ class CDRHook(HttpHook):
                 problem = f"{type(err).__name__}: {redact(str(err), self._api_key)[:300]}"
             except requests.RequestException as err:  # not worth retrying; its text holds the URL
                 raise CDRAPIError(f"GET {path}: {redact(str(err), self._api_key)}", path=path) from None
-            attempt += 1
-            delay = policy.delay(attempt, retry_after)
-            if attempt > policy.max_retries or waited + delay > policy.max_total_wait:
-                raise CDRAPIError(
-                    f"GET {path} failed after {attempt} attempts ({waited:.0f}s waited); last: {problem}",
-                    path=path,
-                ) from None
+            delay = budget.next_delay(problem, retry_after)
             if problem.startswith("HTTP 429"):
                 gate.pause(delay)  # every concurrent request backs off, not only this one
-            self.log.warning("GET %s: %s; retry %d in %.1fs", path, problem, attempt, delay)
+            self.log.warning("GET %s: %s; retry %d in %.1fs", path, problem, budget.attempts, delay)
             stats.add(retries=1)
             time.sleep(delay)
-            waited += delay
-
-    def _api_error(self, response: requests.Response, path: str) -> CDRAPIError:
-        """A final (non-retryable) answer as an error naming the status and endpoint, not the key."""
-        body = redact(response.text[:500], self._api_key)
-        status = response.status_code
-        if status == 422 and "search_token" in body and "expire" in body:
-            return CDRSearchTokenExpired(
-                f"GET {path}: the search_token expired: {body}", status=status, path=path
-            )
-        return CDRAPIError(f"GET {path} answered HTTP {status}: {body}", status=status, path=path)
 
     # -- records ---------------------------------------------------------------------------------
 

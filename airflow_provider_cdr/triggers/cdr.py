@@ -30,9 +30,9 @@ from airflow_provider_cdr.availability import (
     probe_step,
     window_label,
 )
-from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError, redact
+from airflow_provider_cdr.errors import CDRQueryError, redact
 from airflow_provider_cdr.hooks.cdr import RECORDS_PATH
-from airflow_provider_cdr.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from airflow_provider_cdr.retry import RetryBudget, RetryPolicy, read_answer
 from airflow_provider_cdr.settings import CDRConnectionSettings
 
 CLASSPATH = "airflow_provider_cdr.triggers.cdr.CDRRecordsTrigger"
@@ -217,42 +217,26 @@ class CDRRecordsTrigger(BaseTrigger):
 
     async def _get(self, session: aiohttp.ClientSession, endpoint: _Endpoint, request: dict[str, str]) -> Any:
         """One GET, retried on 429 (Retry-After honoured), 5xx, transport errors and timeouts."""
-        policy = RetryPolicy(
-            max_retries=endpoint.settings.max_retries, max_total_wait=endpoint.settings.max_retry_wait
-        )
+        policy = RetryPolicy(endpoint.settings.max_retries, max_total_wait=endpoint.settings.max_retry_wait)
+        budget = RetryBudget(policy, RECORDS_PATH)
         params = {**request, "key": endpoint.key}
-        attempt = 0
-        waited = 0.0
         while True:
             retry_after: float | None = None
             try:
                 async with session.get(endpoint.url, params=params) as response:
-                    content = await response.read()
-                    if response.status == 200:
-                        try:
-                            return orjson.loads(content)
-                        except orjson.JSONDecodeError:
-                            problem = f"an unreadable JSON body ({len(content)} bytes)"
-                    elif response.status in RETRYABLE_STATUSES:
-                        problem = f"HTTP {response.status}"
-                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    else:
-                        body = redact(content[:500].decode("utf-8", "replace"), endpoint.key)
-                        raise CDRAPIError(
-                            f"GET {RECORDS_PATH} answered HTTP {response.status}: {body}",
-                            status=response.status,
-                            path=RECORDS_PATH,
-                        )
+                    answer = read_answer(
+                        response.status,
+                        await response.read(),
+                        response.headers.get("Retry-After"),
+                        orjson.loads,
+                        RECORDS_PATH,
+                        endpoint.key,
+                    )
+                if answer.problem is None:
+                    return answer.body
+                problem, retry_after = answer.problem, answer.retry_after
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 problem = f"{type(err).__name__}: {redact(str(err), endpoint.key)[:300]}"
-            attempt += 1
-            delay = policy.delay(attempt, retry_after)
-            if attempt > policy.max_retries or waited + delay > policy.max_total_wait:
-                raise CDRAPIError(
-                    f"GET {RECORDS_PATH} failed after {attempt} attempts ({waited:.0f}s waited); "
-                    f"last: {problem}",
-                    path=RECORDS_PATH,
-                )
-            self.log.warning("GET %s: %s; retry %d in %.1fs", RECORDS_PATH, problem, attempt, delay)
+            delay = budget.next_delay(problem, retry_after)
+            self.log.warning("GET %s: %s; retry %d in %.1fs", RECORDS_PATH, problem, budget.attempts, delay)
             await asyncio.sleep(delay)
-            waited += delay
