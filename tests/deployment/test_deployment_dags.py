@@ -176,9 +176,17 @@ def test_range_dag_keeps_its_mapped_tasks_and_request_rate_within_their_caps(
     assert {ti["state"] for ti in mapped} == {"success"}
     intervals = [(instant(ti["start_date"]), instant(ti["end_date"])) for ti in mapped]
     assert max_overlap(intervals) <= MAX_API_TASKS
-    # `rate_limit` holds per extraction; at most MAX_API_TASKS extractions share the API.
-    stats = deploy_stand_in.stats()
-    assert 0 < stats["max_per_second"] <= RATE_LIMIT * MAX_API_TASKS, stats["per_second"]
+    # `rate_limit` holds per task process: in any second, the API sees at most RATE_LIMIT requests
+    # from each land_day task running during that second (one may end as the next starts).
+    per_second = deploy_stand_in.stats()["per_second"]
+    assert per_second
+    for second, count in per_second.items():
+        start = float(second)
+        running = sum(
+            1 for begin, end in intervals if begin.timestamp() < start + 1 and end.timestamp() >= start
+        )
+        assert count <= RATE_LIMIT * max(running, 1), (second, count, running)
+    assert max(per_second.values()) <= RATE_LIMIT * (MAX_API_TASKS + 1)
     assert_exact(deploy_stand_in, scenario.records, days)
 
 
@@ -244,3 +252,15 @@ def test_a_task_killed_mid_run_is_retried_and_its_day_ends_exact(
     assert (tries[0]["state"], tries[0]["pid"]) == ("failed", victim.pid)
     assert tries[-1]["state"] == "success"
     assert_exact(deploy_stand_in, scenario.records, [day])
+
+
+def test_the_api_key_is_in_no_file_the_deployment_wrote(
+    deployment: AirflowDeployment, deploy_stand_in: StandIn
+) -> None:
+    """Task logs as Airflow's workers write them, and every component's log: no API key anywhere."""
+    written = [path for path in deployment.home.rglob("*") if path.is_file()]
+    task_logs = [path for path in written if "land_day" in str(path) or "wait_for_day" in str(path)]
+    assert task_logs, "the tasks above wrote their logs under AIRFLOW_HOME"
+    secret = deploy_stand_in.api_key.encode()
+    leaking = [str(path) for path in written if secret in path.read_bytes()]
+    assert not leaking
