@@ -237,9 +237,6 @@ class CDRQuery:
         kept.update(window)
         return CDRQuery(tuple(sorted(kept.items())))
 
-    def __str__(self) -> str:
-        return "&".join(f"{k}={v}" for k, v in self.params) or "(no filters)"
-
 
 def _window_value(name: str, value: Any, tz: ZoneInfo) -> str:
     """Dates as YYYY-MM-DD; datetimes as account-local YYYY-MM-DDTHH:MM:SS (aware ones converted)."""

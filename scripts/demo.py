@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from airflow_provider_cdr.fake_api.server import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
 DAGS = ROOT / "dags_examples"
@@ -83,13 +85,7 @@ def run_child(argv: list[str]) -> None:
         if child.wait() != 0:
             raise RuntimeError(f"{' '.join(argv[1:4])} ... failed; see {LOG}")
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_process(child, grace_s=10)
 
 
 def read_back(data: Path) -> list[tuple[Any, ...]]:

@@ -149,6 +149,17 @@ class Stats:
             }
 
 
+def stop_process(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM a child if it still runs, then SIGKILL it if it has not exited after `grace_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class StandInApp:
     """Routes requests to replies; everything except socket I/O, so it is testable in-process."""
 
@@ -550,13 +561,7 @@ class StandIn:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, grace_s=5)
         if process.stdout is not None:
             process.stdout.close()
         self._finalizer.detach()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -238,13 +238,6 @@ class CDRHook(HttpHook):
         """Yield records one by one, each once; filters named as the API's parameters."""
         for page in self.iter_pages(per_page=per_page, **filters):
             yield from page
-
-    def iter_queries(
-        self, queries: Sequence[CDRQuery], transform: Any = None, select: Any = None, **options: Any
-    ) -> Iterator[Any]:
-        """Pages of several already validated queries (e.g. time slices), fetched concurrently."""
-        extraction = self.extraction(transform, select, **options)
-        yield from extraction.run([q.as_params() for q in queries])
 
     def get_records_df(self, per_page: int | None = None, **filters: Any) -> pd.DataFrame:
         """Records as a pandas DataFrame with the same typed columns as the Parquet files."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import uuid as uuid_lib
-from collections import Counter
 from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -129,19 +127,11 @@ class CDRToParquetOperator(BaseOperator):
         self, hook: CDRHook, query: CDRQuery, window: DayWindow, base: Any, context: Context
     ) -> tuple[PartitionSummary, dict[str, Any]]:
         """One complete attempt: fetch every slice, write as it arrives, commit or leave no trace."""
-        converters: list[RecordConverter] = []
-        local = threading.local()
-
-        def to_batch(records: list[Any]) -> pa.RecordBatch:
-            converter = getattr(local, "converter", None)
-            if converter is None:
-                converter = local.converter = RecordConverter()
-                converters.append(converter)
-            return converter.to_batch(records)
-
+        # One converter is enough: the extraction decodes one page at a time (see extraction.py).
+        converter = RecordConverter()
         slices = [query.with_window(**bounds) for bounds in window.slices(self.slices)]
         extraction = hook.extraction(
-            to_batch,
+            converter.to_batch,
             lambda batch, keep: batch.filter(pa.array(keep)),
             uuids=lambda batch, records: batch.column("uuid"),
             per_page=self.per_page,
@@ -161,7 +151,7 @@ class CDRToParquetOperator(BaseOperator):
                 kept, outside = window.keep(batch)
                 out_of_day += outside
                 writer.write_batch(kept)
-            facts = self._facts(extraction.stats, converters, out_of_day, query, window, context)
+            facts = self._facts(extraction.stats, converter, out_of_day, query, window, context)
             summary = writer.commit(manifest=facts)
         self._warn_if_zone_wrong(summary.rows, out_of_day, window)
         return summary, facts
@@ -169,16 +159,13 @@ class CDRToParquetOperator(BaseOperator):
     def _facts(
         self,
         stats: Any,
-        converters: list[RecordConverter],
+        converter: RecordConverter,
         out_of_day: int,
         query: CDRQuery,
         window: DayWindow,
         context: Context,
     ) -> dict[str, Any]:
         """What the manifest says about this extraction; the query is stored without the key."""
-        unknown: Counter[str] = Counter()
-        for converter in converters:
-            unknown.update(converter.unknown_fields)
         ti = context.get("ti")
         return {
             "endpoint": RECORDS_PATH,
@@ -190,9 +177,9 @@ class CDRToParquetOperator(BaseOperator):
             "retries": stats.retries,
             "duplicates_dropped": stats.duplicates,
             "out_of_day": out_of_day,
-            "coerced_values": sum(c.coerced for c in converters),
-            "uncoercible_values": sum(c.uncoercible for c in converters),
-            "unknown_fields": dict(unknown),
+            "coerced_values": converter.coerced,
+            "uncoercible_values": converter.uncoercible,
+            "unknown_fields": dict(converter.unknown_fields),
             "dag_id": getattr(ti, "dag_id", None),
             "task_id": getattr(ti, "task_id", None),
             "run_id": getattr(ti, "run_id", None),
