@@ -67,13 +67,19 @@ SURVIVABLE = {
 }
 
 
-@pytest.mark.parametrize("faults", SURVIVABLE.values(), ids=SURVIVABLE.keys())
+# The stand-in draws each fault from the request's number. With several slices the numbers a slice
+# gets depend on thread timing, so a fault whose survival needs a short run of bad draws (a stale page
+# is asked again at most MAX_STALE_RETRIES times) runs in one slice: the same requests every run.
+ONE_SLICE = {"repeated page"}
+
+
+@pytest.mark.parametrize("name", SURVIVABLE)
 def test_a_survivable_fault_lands_the_exact_day(
-    faults: dict[str, Any], api: StandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    name: str, api: StandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     point_connection(monkeypatch, api, timeout=1, max_retry_wait=60)
-    api.set_faults(**faults)
-    run = land(tmp_path, DAY, "fault_ok", slices=4, per_page=300)
+    api.set_faults(**SURVIVABLE[name])
+    run = land(tmp_path, DAY, "fault_ok", slices=1 if name in ONE_SLICE else 4, per_page=300)
     assert run.state == "success"
     assert_exact_day(tmp_path, DAY, api.truth(start_date=DAY, end_date=DAY))
     facts = json.loads((tmp_path / f"date={DAY}" / "_manifest.json").read_text())["extraction"]
