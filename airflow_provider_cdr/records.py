@@ -5,8 +5,8 @@ a field goes missing instead of ``null``, a new field appears. The converter
 keeps every value somewhere and never guesses silently:
 
 * a value of the wrong JSON type that converts without loss is *coerced*
-  (``"56215"`` -> 56215, ``2.0`` -> 2, ``0`` -> 0.0, ``101`` -> ``"101"``, 79 -> 79
-  seconds) and counted;
+  (``"56215"`` -> 56215, ``2.0`` -> 2, ``"0.1"`` -> 0.1, ``101`` -> ``"101"``, 79 -> 79
+  seconds) and counted (``0`` for a float is no coercion: JSON has one number type);
 * a value that does not convert (``"n/a"`` for a number, ``true`` anywhere, a
   timestamp without a UTC offset, ``2.5`` segments) is *uncoercible*: the column
   holds null, the original goes into the row's ``raw_values`` JSON object under the
@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections import Counter
 from datetime import datetime
 from itertools import repeat
@@ -141,7 +142,7 @@ def _to_float(value: Any) -> tuple[float, bool]:
             raise _Uncoercible("non-finite float")
         return value, False
     if isinstance(value, int):
-        return float(value), True
+        return float(value), False  # one JSON number type: 0 is as good as 0.0
     if isinstance(value, str) and _FLOAT_STR_RE.fullmatch(value.strip()):
         return float(value), True
     raise _Uncoercible(type(value).__name__)
@@ -365,9 +366,7 @@ def _float_array(field: str, values: list[Any], issues: _PageIssues) -> pa.Array
         except (pa.ArrowException, OverflowError):
             pass
         else:
-            if int in types:
-                issues.coerced[field] += sum(type(value) is int for value in values)
-            return array
+            return array  # an int is a JSON number like any other: not a coercion
     return _slow_column(field, values, _to_float, pa.float64(), issues)
 
 
@@ -427,13 +426,17 @@ def _sla_array(values: list[Any], strings: pa.StructArray | None, issues: _PageI
             if sla is not None and (unknown := sla.keys() - _SLA_KEY_SET):
                 issues.extra.setdefault(row, {})["sla"] = {key: sla[key] for key in unknown}
     if strings is not None:
-        children: list[list[Any] | pa.Array] = strings.flatten()
-        mask = strings.is_null()
-    else:
-        children = [[None if sla is None else sla.get(key) for sla in slas] for key in _SLA_KEYS]
-        mask = pa.array([sla is None for sla in slas], type=pa.bool_())
+        return _sla_from_strings(strings, issues)
+    children = [[None if sla is None else sla.get(key) for sla in slas] for key in _SLA_KEYS]
+    mask = pa.array([sla is None for sla in slas], type=pa.bool_())
     arrays = [_seconds_array(f"sla.{key}", child, issues) for key, child in zip(_SLA_KEYS, children)]
     return pa.StructArray.from_arrays(arrays, fields=list(SLA_TYPE), mask=mask)
+
+
+def _sla_from_strings(strings: pa.StructArray, issues: _PageIssues) -> pa.Array:
+    """The sla objects already read as a struct of hh:mm:ss strings (flatten() applies its nulls)."""
+    arrays = [_seconds_array(f"sla.{key}", child, issues) for key, child in zip(_SLA_KEYS, strings.flatten())]
+    return pa.StructArray.from_arrays(arrays, fields=list(SLA_TYPE), mask=strings.is_null())
 
 
 def _read_string_shaped(records: Sequence[dict[str, Any]]) -> pa.StructArray | None:
@@ -460,12 +463,15 @@ def _uuid_problem(value: Any) -> str:
     return f"a uuid of JSON type {_json_type(value)}"
 
 
+def _all_present(uuids: pa.Array) -> bool:
+    """No uuid null or empty: the page needs no check record by record."""
+    return uuids.null_count == 0 and (len(uuids) == 0 or pc.min(pc.binary_length(uuids)).as_py() > 0)
+
+
 def _uuid_array(records: Sequence[dict[str, Any]], strings: pa.StructArray | None) -> tuple[pa.Array, int]:
     """The not-null uuid column and how many uuids were coerced from integers."""
-    if strings is not None:
-        uuids = strings.field("uuid")
-        if uuids.null_count == 0 and (len(uuids) == 0 or pc.min(pc.binary_length(uuids)).as_py() > 0):
-            return uuids, 0
+    if strings is not None and _all_present(uuids := strings.field("uuid")):
+        return uuids, 0
     checked: list[str] = []
     coerced = 0
     for row, value in enumerate(_column(records, "uuid")):
@@ -502,6 +508,7 @@ class RecordConverter:
         self.unknown_fields: Counter[str] = Counter()
         self.coerced_by_field: Counter[str] = Counter()
         self.uncoercible_by_field: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def to_batch(self, records: Sequence[Any]) -> pa.RecordBatch:
         """One page of JSON-decoded records as a batch of exactly ``CDR_SCHEMA``.
@@ -531,11 +538,35 @@ class RecordConverter:
             _column(records, "sla"), strings.field("sla") if strings is not None else None, issues
         )
         _collect_unknown_fields(records, issues)
-        columns["extra_fields"] = _json_column(issues.extra, len(records))
-        columns["raw_values"] = _json_column(issues.raw, len(records))
+        return self._finish(columns, issues, len(records))
 
+    def from_arrow(self, records: pa.StructArray) -> pa.RecordBatch | None:
+        """A page read by ``arrow_page.read_records`` as a ``CDR_SCHEMA`` batch, as :meth:`to_batch`
+        would make it; None when some record needs to_batch's checks (a null record or uuid, an
+        empty uuid, an int out of its column's range)."""
+        fields = dict(zip((field.name for field in records.type), records.flatten()))
+        uuids = fields["uuid"]
+        if records.null_count or not _all_present(uuids):
+            return None
+        try:
+            num_segments = fields["num_segments"].cast(CDR_SCHEMA.field("num_segments").type)
+        except pa.ArrowInvalid:
+            return None
+        issues = _PageIssues(uuids)
+        timestamps, offsets = _timestamp_arrays(fields["timestamp"], issues)
+        columns: dict[str, pa.Array] = {"uuid": uuids, "timestamp": timestamps, "utc_offset_minutes": offsets}
+        columns.update((name, fields[name]) for name in (*_STRING_FIELDS, "agent_id", "cpc"))
+        columns["num_segments"] = num_segments
+        columns["duration"] = _seconds_array("duration", fields["duration"], issues)
+        columns["sla"] = _sla_from_strings(fields["sla"], issues)
+        return self._finish(columns, issues, len(records))
+
+    def _finish(self, columns: dict[str, pa.Array], issues: _PageIssues, length: int) -> pa.RecordBatch:
+        columns["extra_fields"] = _json_column(issues.extra, length)
+        columns["raw_values"] = _json_column(issues.raw, length)
         batch = pa.RecordBatch.from_arrays([columns[name] for name in CDR_SCHEMA.names], schema=CDR_SCHEMA)
-        self._account(issues, len(records))
+        with self._lock:  # pages may be converted on several threads at once
+            self._account(issues, length)
         return batch
 
     def counts(self) -> dict[str, Any]:

@@ -205,6 +205,7 @@ class CDRHook(HttpHook):
         select: Any = None,
         *,
         uuids: Any = None,
+        read_body: Any = None,
         per_page: int | None = None,
         concurrency: int | None = None,
     ) -> Extraction[Any]:
@@ -218,6 +219,8 @@ class CDRHook(HttpHook):
             return self._get_json(session, RECORDS_PATH, params, gate, stats, decode)
 
         options: dict[str, Any] = {"uuids": uuids} if uuids else {}
+        if read_body:
+            options["read_body"] = read_body
         return Extraction(
             fetch=fetch,
             per_page=per_page or settings.per_page,

@@ -11,6 +11,7 @@ import pyarrow as pa
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_cdr.arguments import check_filters, day_from_context, is_templated, parse_day, time_zone
+from airflow_provider_cdr.arrow_page import read_page
 from airflow_provider_cdr.day_window import DayWindow
 from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
 from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
@@ -127,13 +128,13 @@ class CDRToParquetOperator(BaseOperator):
         self, hook: CDRHook, query: CDRQuery, window: DayWindow, base: Any, context: Context
     ) -> tuple[PartitionSummary, dict[str, Any]]:
         """One complete attempt: fetch every slice, write as it arrives, commit or leave no trace."""
-        # One converter is enough: the extraction decodes one page at a time (see extraction.py).
-        converter = RecordConverter()
+        converter = RecordConverter()  # one for the day: its counters go into the manifest
         slices = [query.with_window(**bounds) for bounds in window.slices(self.slices)]
         extraction = hook.extraction(
             converter.to_batch,
             lambda batch, keep: batch.filter(pa.array(keep)),
             uuids=lambda batch, records: batch.column("uuid"),
+            read_body=lambda body: read_page(body, converter),
             per_page=self.per_page,
             concurrency=self.concurrency or hook.settings.concurrency,
         )

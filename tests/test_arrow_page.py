@@ -1,0 +1,170 @@
+"""The Arrow path from bytes to batch: taken for pages without surprises, and then the same batch.
+
+The general path (orjson + RecordConverter.to_batch) is the reference: whenever read_page gives
+a page, its batch, its counters and its token must equal what the general path gives, and
+every kind of drift must send the page the general way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_cdr.arrow_page import read_page, read_records
+from airflow_provider_cdr.extraction import _records_and_token
+from airflow_provider_cdr.records import RecordConverter
+from tests.reliability.test_bad_input_properties import records as any_records
+from tests.test_records import SAMPLE_RESPONSE, call
+
+STRINGS = st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["", "Zoë Łukasz", "😀 ✓", "0101"]))
+HMS = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["00:01:19", "48:16:27", "1:02:03", "123:00:00", "00:61:00", "n/a", "", "99999999999999999999:00:00"]
+    ),
+)
+TIMESTAMPS = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "2024-07-31T12:43:09.000-03:00",
+            "2024-07-31T12:43:09Z",
+            "2024-07-31T12:43:09+0530",
+            "2024-07-31T12:43:09.123456+01",
+            "2024-07-31T12:43:09",  # no offset: kept raw
+            "yesterday",
+        ]
+    ),
+)
+# Records of the documented JSON types (each field may also be missing or null): the Arrow path's domain.
+WELL_TYPED = st.lists(
+    st.fixed_dictionaries(
+        {"uuid": st.one_of(st.uuids().map(str), st.text(min_size=1, max_size=12))},
+        optional={
+            "timestamp": TIMESTAMPS,
+            "duration": HMS,
+            **{
+                name: STRINGS
+                for name in ("type", "agent", "from", "to", "queue", "wrapup_code", "text", "sid")
+            },
+            "agent_id": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+            "num_segments": st.one_of(st.none(), st.integers(-(2**33), 2**33)),
+            "cpc": st.one_of(
+                st.none(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False)
+            ),
+            "sla": st.one_of(
+                st.none(),
+                st.fixed_dictionaries({}, optional={"time_to_resolution": HMS, "time_to_reply": HMS}),
+            ),
+        },
+    ),
+    max_size=8,
+)
+
+
+def general_path(body: bytes) -> tuple[pa.RecordBatch, str | None, dict[str, Any]]:
+    converter = RecordConverter()
+    records, token = _records_and_token(orjson.loads(body))
+    return converter.to_batch(records), token, converter.counts()
+
+
+def assert_same_as_general_path(body: bytes) -> bool:
+    """True when the Arrow path took the page (and then gave exactly the general path's answer)."""
+    converter = RecordConverter()
+    page = read_page(body, converter)
+    if page is None:
+        return False
+    batch, token, counts = general_path(body)
+    assert page.payload.equals(batch, check_metadata=True)
+    assert page.token == token and page.received == batch.num_rows
+    assert converter.counts() == counts
+    return True
+
+
+def page_body(records: list[Any], token: str | None = "tok") -> bytes:
+    return orjson.dumps({"records": records, "total": len(records), "page": 1, "search_token": token})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(page=WELL_TYPED, token=st.one_of(st.none(), st.text(min_size=1, max_size=5)))
+def test_well_typed_pages_give_the_general_paths_batch(page: list[Any], token: str | None) -> None:
+    assert_same_as_general_path(page_body(page, token))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(page=any_records)
+def test_any_page_the_arrow_path_takes_gives_the_general_paths_batch(page: list[Any]) -> None:
+    body = page_body(page)
+    try:
+        general_path(body)
+    except ValueError:  # a record the general path refuses: the Arrow path must not take it either
+        assert read_page(body, RecordConverter()) is None
+        return
+    assert_same_as_general_path(body)
+
+
+def test_the_references_sample_response_takes_the_arrow_path() -> None:
+    assert assert_same_as_general_path(SAMPLE_RESPONSE)
+
+
+def test_the_stand_ins_pages_take_the_arrow_path(api: Any) -> None:
+    """The fast path is not dead code: a real day from the stand-in, page after page, goes through it."""
+    params = {"key": api.api_key, "start_date": "2024-03-05", "end_date": "2024-03-05", "per_page": "1000"}
+    taken = 0
+    for page in (1, 2, 3):
+        body = requests.get(f"{api.url}/api/v2/cdr", params={**params, "page": str(page)}, timeout=30).content
+        taken += assert_same_as_general_path(body)
+    assert taken == 3
+
+
+DRIFT = {
+    "a number for a string": [call(1, wrapup_code=101)],
+    "a string for an integer": [call(1, agent_id="56215")],
+    "a float for an integer": [call(1, agent_id=2.0)],
+    "a string for a number": [call(1, cpc="0.1")],
+    "a boolean": [call(1, cpc=True)],
+    "an unknown field": [call(1, brand_new=1)],
+    "an unknown sla key": [call(1, sla={"time_to_reply": "00:00:01", "x": "y"})],
+    "sla as an array": [call(1, sla=[{"time_to_reply": "00:00:01"}])],
+    "an integer beyond int64": [call(1, agent_id=2**64 - 1)],
+    "segments beyond int32": [call(1, num_segments=2**40)],
+    "a record that is not an object": [call(1), 5],
+    "a null record": [call(1), None],
+    "a null uuid": [call(1, uuid=None)],
+    "an empty uuid": [call(1, uuid="")],
+    "an integer uuid": [call(1, uuid=7)],
+}
+
+
+@pytest.mark.parametrize("records", DRIFT.values(), ids=DRIFT.keys())
+def test_drift_goes_the_general_way(records: list[Any]) -> None:
+    assert read_page(page_body(records), RecordConverter()) is None
+
+
+ODD_BODIES = {
+    "invalid JSON": b'{"records": [{"uuid": "a"}',
+    "two documents": page_body([call(1)]) + b"\n" + page_body([call(2)]),
+    "a duplicated key": b'{"records": [{"uuid": "a", "uuid": "b"}], "search_token": null}',
+    "invalid UTF-8": b'{"records": [{"uuid": "a", "agent": "\xff\xfe"}], "search_token": null}',
+    "a lone surrogate": b'{"records": [{"uuid": "a", "agent": "\\ud800"}], "search_token": null}',
+    "no records list": b'{"records": null, "search_token": null}',
+    "a list, not an object": b"[]",
+    "an empty token": page_body([call(1)], token=""),
+    "a number as token": b'{"records": [], "search_token": 5}',
+}
+
+
+@pytest.mark.parametrize("body", ODD_BODIES.values(), ids=ODD_BODIES.keys())
+def test_odd_bodies_go_the_general_way(body: bytes) -> None:
+    assert read_records(body) is None
+
+
+def test_a_pretty_printed_page_still_takes_the_arrow_path() -> None:
+    body = orjson.dumps({"records": [call(1), call(2)], "search_token": None}, option=orjson.OPT_INDENT_2)
+    assert assert_same_as_general_path(body)
