@@ -16,8 +16,6 @@ alike (not a coercion); a float for an integer field is not, and goes the genera
 
 from __future__ import annotations
 
-import io
-
 import pyarrow as pa
 import pyarrow.json as pa_json
 
@@ -54,7 +52,7 @@ def read_records(body: bytes) -> tuple[pa.StructArray, str | None] | None:
     """The page's records as RECORD_AS_SENT structs and its search_token; None: take the general path."""
     options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1 << 16))
     try:
-        table = pa_json.read_json(io.BytesIO(body), read_options=options, parse_options=_PARSE)
+        table = pa_json.read_json(pa.BufferReader(body), read_options=options, parse_options=_PARSE)
     except (pa.ArrowException, ValueError):  # ValueError: includes UnicodeDecodeError
         return None
     if table.num_rows != 1 or table.schema.field("records").type != _PAGE.field("records").type:

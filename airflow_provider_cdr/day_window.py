@@ -15,12 +15,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from airflow_provider_cdr.arrays import bool_array, valid_mask, values
 from airflow_provider_cdr.query import DATETIME_FORMAT
 
-_INSTANT = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(instant: datetime) -> int:
+    """Microseconds since the epoch: how the timestamp column stores an instant."""
+    return (instant - _EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,15 @@ class DayWindow:
         be read is kept (the API returned it for this day); its raw value is in raw_values.
         """
         stamps = batch.column("timestamp")
-        start, end = pa.scalar(self.start, _INSTANT), pa.scalar(self.end, _INSTANT)
-        bounds = pc.min_max(stamps)
-        low, high = bounds["min"], bounds["max"]
-        if not low.is_valid or (low.as_py() >= self.start and high.as_py() < self.end):
+        micros, valid = values(stamps, np.int64), valid_mask(stamps)
+        start, end = _micros(self.start), _micros(self.end)
+        inside = (micros >= start) & (micros < end)
+        if valid is not None:
+            inside |= ~valid
+        if inside.all():
             return batch, 0
-        inside = pc.or_kleene(
-            pc.and_(pc.greater_equal(stamps, start), pc.less(stamps, end)), pc.is_null(stamps)
-        )
-        kept = batch.filter(inside)
-        edge_end = pa.scalar(self.end + timedelta(seconds=1), _INSTANT)
-        edge = pc.sum(pc.and_(pc.greater_equal(stamps, end), pc.less(stamps, edge_end))).as_py() or 0
+        edge = int(((micros >= end) & (micros < end + 1_000_000) & (True if valid is None else valid)).sum())
+        kept = batch.filter(bool_array(inside))
         return kept, batch.num_rows - kept.num_rows - edge
 
     def slices(self, count: int) -> list[dict[str, str]]:

@@ -14,7 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from airflow_provider_cdr.arrays import valid_mask
+
 _MERGE_EVERY = 65_536
+_RUN_KEYS = 262_144  # 4 MB of keys
 _FOLD_AFTER_PAGES = 8
 _UUID_LENGTH = 36
 _DASHES = np.array([8, 13, 18, 23])
@@ -38,8 +41,8 @@ def uuid_keys(uuids: Sequence[str] | pa.Array) -> np.ndarray:
     canonical = np.zeros(count, dtype=bool)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + count + 1]
     rows = np.flatnonzero(np.diff(offsets) == _UUID_LENGTH)
-    if array.null_count:
-        rows = rows[array.is_valid().to_numpy(zero_copy_only=False)[rows]]
+    if (valid := valid_mask(array)) is not None:
+        rows = rows[valid[rows]]
     if rows.size and array.buffers()[2] is not None:
         data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
         chars = data[offsets[rows, None] + np.arange(_UUID_LENGTH)]
@@ -64,32 +67,38 @@ def _as_pairs(keys: np.ndarray) -> np.ndarray:
 class SeenUUIDs:
     """A set of uuid keys (see uuid_keys) that answers for a whole page at once.
 
-    Keys live in arrays sorted by their high half: one large array and a few recent ones (one
-    per page). The recent ones are folded together every few pages, and into the large one
-    every _MERGE_EVERY keys by a linear merge, so the large array is never sorted again and
-    a merge needs little more than the merged array itself.
+    Keys live in arrays sorted by their high half: full runs, one run being filled, and a few
+    recent ones (one per page). The recent ones are folded together every few pages, and into
+    the run being filled every _MERGE_EVERY keys by a linear merge; a run of _RUN_KEYS keys is
+    full and never merged again. So no array is sorted twice, and a merge never needs more
+    than two runs' worth of memory on top of the keys (a single growing array would need the
+    whole set twice over at its last merge: 32 MB more at a million records).
     """
 
     def __init__(self) -> None:
-        self._sorted = sort_keys(np.empty((0, 2), dtype=np.uint64))
+        self._full: list[np.ndarray] = []
+        self._filling = sort_keys(np.empty((0, 2), dtype=np.uint64))
         self._recent: list[np.ndarray] = []
 
     def __len__(self) -> int:
-        return len(self._sorted) + sum(len(keys) for keys in self._recent)
+        return sum(len(keys) for keys in (*self._full, self._filling, *self._recent))
 
     def add_new(self, keys: np.ndarray) -> np.ndarray:
         """Mark each key seen; return a boolean mask: was it new (also within this page)?"""
         fresh = _first_occurrences(keys)
-        for known in (self._sorted, *self._recent):
+        for known in (*self._full, self._filling, *self._recent):
             fresh &= ~contains(known, keys)
         if fresh.any():
             self._recent.append(sort_keys(keys[fresh]))
         if len(self._recent) >= _FOLD_AFTER_PAGES:
             recent = sort_keys(np.concatenate(self._recent))
-            if len(recent) >= _MERGE_EVERY:
-                self._sorted, self._recent = merge_sorted(self._sorted, recent), []
-            else:
+            if len(recent) < _MERGE_EVERY:
                 self._recent = [recent]
+            else:
+                self._filling, self._recent = merge_sorted(self._filling, recent), []
+                if len(self._filling) >= _RUN_KEYS:
+                    self._full.append(self._filling)
+                    self._filling = sort_keys(np.empty((0, 2), dtype=np.uint64))
         return fresh
 
 

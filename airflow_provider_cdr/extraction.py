@@ -14,6 +14,7 @@ bounded queue.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -194,10 +195,17 @@ class Extraction(Generic[T]):
     read_body: Callable[[bytes], Page[T] | None] = lambda body: None
     """A faster bytes -> page for pages without surprises, run outside the lock; None: not this page."""
     _cpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _parsers: threading.BoundedSemaphore = field(init=False, repr=False)
+    """read_body calls at once: more than the cores would only hold more pages in memory."""
+
+    def __post_init__(self) -> None:
+        self._parsers = threading.BoundedSemaphore(max(1, min(self.concurrency, os.cpu_count() or 1)))
 
     def decode(self, body: bytes) -> Page[T]:
         """Bytes -> page: read_body's way if it can, else bytes -> records -> payload under the lock."""
-        if (page := self.read_body(body)) is not None:
+        with self._parsers:
+            page = self.read_body(body)
+        if page is not None:
             return page
         with self._cpu:
             records, token = _records_and_token(orjson.loads(body))
@@ -229,7 +237,8 @@ class Extraction(Generic[T]):
             yield from search_pages(self.fetch, self.decode, params, self.per_page, self.stats)
 
     def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
-        handoff: queue.Queue[Any] = queue.Queue(maxsize=self.concurrency)
+        # One page waits here; a worker with the next one waits to hand it over: about a page per worker.
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()
 
         def put(item: Any) -> None:

@@ -83,6 +83,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_cdr.memory import release_unused
 from airflow_provider_cdr.schema import CDR_SCHEMA, DICTIONARY_COLUMNS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -597,6 +598,7 @@ class DayPartitionWriter:
         assert self._file is not None
         self._file.writer.write_table(table, row_group_size=table.num_rows)
         self._file.rows += table.num_rows
+        release_unused()  # the row group's buffers are free now: keep the peak from creeping up
         if self._file.rows >= self._file_rows:
             self._close_file()
 

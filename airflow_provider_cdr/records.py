@@ -51,6 +51,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_cdr.arrays import from_numpy, valid_mask
 from airflow_provider_cdr.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 
 if TYPE_CHECKING:
@@ -209,9 +210,8 @@ def _tail_bytes(strings: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray |
     _, offsets_buffer, data_buffer = strings.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=length + 1, offset=strings.offset * 4)
     ends, sizes = offsets[1:], np.diff(offsets)
-    valid = None
-    if strings.null_count:
-        valid = strings.is_valid().to_numpy(zero_copy_only=False)
+    valid = valid_mask(strings)
+    if valid is not None:
         ends, sizes = ends[valid], sizes[valid]
     if not sizes.size:
         return np.empty((0, width), dtype=np.uint8), valid, sizes
@@ -228,10 +228,10 @@ def _digits(matrix: np.ndarray, columns: list[int]) -> np.ndarray | None:
 
 def _with_nulls(values: np.ndarray, valid: np.ndarray | None, arrow_type: pa.DataType) -> pa.Array:
     if valid is None:
-        return pa.array(values, type=arrow_type)
+        return from_numpy(values, arrow_type)
     full = np.zeros(len(valid), dtype=values.dtype)
     full[valid] = values
-    return pa.array(full, type=arrow_type, mask=~valid)
+    return from_numpy(full, arrow_type, valid)
 
 
 def _hms_seconds(strings: pa.Array) -> pa.Array | None:

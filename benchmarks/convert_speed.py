@@ -15,6 +15,7 @@ pandas (about a second, once), which says nothing about throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import tempfile
@@ -72,31 +73,38 @@ def synthetic_record(number: int, rng: random.Random) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=400_000)
-    parser.add_argument("--per-page", type=int, default=1000)
+    parser.add_argument("--per-page", type=int, default=10_000, help="the operator's default per_page")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON line (for benchmarks/run.py)")
     args = parser.parse_args()
+    rates = measure(args.records, args.per_page, args.repeat)
+    if args.json:
+        print(json.dumps(rates))
+        return
+    print(f"{args.records:,} records in pages of {args.per_page:,}, one core, best of {args.repeat}")
+    for label, (wall, cpu) in rates.items():
+        print(f"{label:34} {wall:>10,.0f} records/s wall   {cpu:>10,.0f} records/s CPU time")
+
+
+def measure(records: int, per_page: int, repeat: int) -> dict[str, tuple[float, float]]:
+    """Label -> (records/s of wall time, records/s of CPU time), best of `repeat`, on one core."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-
     rng = random.Random(7)
     pages = [
-        orjson.dumps({"records": [synthetic_record(n, rng) for n in range(start, start + args.per_page)]})
-        for start in range(0, args.records, args.per_page)
+        orjson.dumps({"records": [synthetic_record(n, rng) for n in range(start, start + per_page)]})
+        for start in range(0, records, per_page)
     ]
     RecordConverter().to_batch(orjson.loads(pages[0])["records"])  # warm-up, see docstring
-
-    general = [_timed(lambda: _convert(pages)) for _ in range(args.repeat)]
-    arrow = [_timed(lambda: _read(pages)) for _ in range(args.repeat)]
-    write = [_timed(lambda: _convert_and_write(pages)) for _ in range(args.repeat)]
-    print(f"{args.records:,} records in pages of {args.per_page:,}, one core, best of {args.repeat}")
-    for label, runs in (
-        ("bytes -> batches, general path", general),
-        ("bytes -> batches, Arrow path", arrow),
-        ("bytes -> committed Parquet day", write),
-    ):
-        wall = args.records / min(run[0] for run in runs)
-        cpu = args.records / min(run[1] for run in runs)
-        print(f"{label:34} {wall:>10,.0f} records/s wall   {cpu:>10,.0f} records/s CPU time")
+    timings = {
+        "bytes -> batches, general path": [_timed(lambda: _convert(pages)) for _ in range(repeat)],
+        "bytes -> batches, Arrow path": [_timed(lambda: _read(pages)) for _ in range(repeat)],
+        "bytes -> committed Parquet day": [_timed(lambda: _convert_and_write(pages)) for _ in range(repeat)],
+    }
+    return {
+        label: (records / min(run[0] for run in runs), records / min(run[1] for run in runs))
+        for label, runs in timings.items()
+    }
 
 
 def _timed(work: Callable[[], object]) -> tuple[float, float]:

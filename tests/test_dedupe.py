@@ -28,8 +28,9 @@ def test_non_canonical_uuids_get_stable_distinct_keys() -> None:
 
 
 def test_seen_set_marks_repeats_within_and_across_pages() -> None:
+    """600,000 keys: a full run, a run being filled, and recent pages, all searched."""
     seen = SeenUUIDs()
-    ids = [str(uuid.uuid4()) for _ in range(200_000)]
+    ids = [str(uuid.uuid4()) for _ in range(600_000)]
     total = 0
     for start in range(0, len(ids), 10_000):
         page = ids[start : start + 10_000] + ids[max(start - 5, 0) : start]  # 5 repeats from the last page
@@ -37,8 +38,9 @@ def test_seen_set_marks_repeats_within_and_across_pages() -> None:
         assert fresh[:10_000].all() and not fresh[10_000:].any()
         total += int(fresh.sum())
     assert total == len(ids) == len(seen)
-    again = seen.add_new(uuid_keys([ids[0], ids[123_456], ids[0], "new"]))
-    assert again.tolist() == [False, False, False, True]
+    assert seen._full and len(seen._filling) and seen._recent, "every kind of run holds keys"
+    again = seen.add_new(uuid_keys([ids[0], ids[123_456], ids[400_000], ids[599_999], ids[0], "new"]))
+    assert again.tolist() == [False, False, False, False, False, True]
 
 
 def test_keys_sharing_a_high_half_are_told_apart() -> None:

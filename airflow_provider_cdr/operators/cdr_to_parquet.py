@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_cdr.arguments import check_filters, day_from_context, is_templated, parse_day, time_zone
+from airflow_provider_cdr.arrays import bool_array
 from airflow_provider_cdr.arrow_page import read_page
 from airflow_provider_cdr.day_window import DayWindow
 from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
 from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
+from airflow_provider_cdr.memory import system_arrow_pool
 from airflow_provider_cdr.output import asset_uri, open_base
 from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary
 from airflow_provider_cdr.query import CDRQuery
@@ -106,7 +107,8 @@ class CDRToParquetOperator(BaseOperator):
         self.log.info("Landing CDRs of %s (%s, %.0f h) into %s", day, tz.key, window.hours, self.output_path)
         for attempt in range(self.max_restarts + 1):
             try:
-                summary, facts = self._land(hook, query, window, base, context)
+                with system_arrow_pool():  # see memory.py
+                    summary, facts = self._land(hook, query, window, base, context)
                 break
             except CDRSearchTokenExpired:
                 if attempt == self.max_restarts:
@@ -132,7 +134,7 @@ class CDRToParquetOperator(BaseOperator):
         slices = [query.with_window(**bounds) for bounds in window.slices(self.slices)]
         extraction = hook.extraction(
             converter.to_batch,
-            lambda batch, keep: batch.filter(pa.array(keep)),
+            lambda batch, keep: batch.filter(bool_array(keep)),
             uuids=lambda batch, records: batch.column("uuid"),
             read_body=lambda body: read_page(body, converter),
             per_page=self.per_page,
