@@ -25,6 +25,8 @@ def valid_mask(array: pa.Array) -> np.ndarray | None:
 
 def values(array: pa.Array, dtype: type[np.generic]) -> np.ndarray:
     """A fixed-width array's values as a NumPy view (whatever a null row holds, e.g. 0)."""
+    if array.buffers()[1] is None:
+        return np.zeros(len(array), dtype=dtype)
     return np.frombuffer(
         array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * np.dtype(dtype).itemsize
     )

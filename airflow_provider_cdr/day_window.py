@@ -66,7 +66,8 @@ class DayWindow:
             inside |= ~valid
         if inside.all():
             return batch, 0
-        edge = int(((micros >= end) & (micros < end + 1_000_000) & (True if valid is None else valid)).sum())
+        in_edge_second = (micros >= end) & (micros < end + 1_000_000)
+        edge = int((in_edge_second if valid is None else in_edge_second & valid).sum())
         kept = batch.filter(bool_array(inside))
         return kept, batch.num_rows - kept.num_rows - edge
 
