@@ -60,3 +60,12 @@ def test_merge_keeps_the_high_half_sorted_and_every_key() -> None:
     merged = merge_sorted(big, small)
     assert np.all(np.diff(merged[:, 0].astype(np.float64)) >= 0)
     assert sorted(map(tuple, merged.tolist())) == sorted(map(tuple, np.vstack([big, small]).tolist()))
+
+
+def test_keys_of_a_sliced_array_and_of_mixed_lengths_match_the_whole() -> None:
+    """The back-to-back view and the gather give the same keys, whatever the array's offset."""
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    whole = uuid_keys(pa.array(ids))
+    assert np.array_equal(uuid_keys(pa.array(ids).slice(7, 20)), whole[7:27])
+    mixed = [*ids[:5], "not-a-uuid", *ids[5:10]]
+    assert np.array_equal(np.delete(uuid_keys(mixed), 5, axis=0), whole[:10])
