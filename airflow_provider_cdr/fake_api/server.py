@@ -121,10 +121,14 @@ class Stats:
             self.per_second: Counter[str] = Counter()
             self.in_flight = 0
             self.max_in_flight = 0
+            self.arrivals: list[float] = []
+            self.retry_afters: list[tuple[float, float]] = []
 
-    def begin(self, path: str, epoch_second: int) -> int:
+    def begin(self, path: str, now: float) -> int:
         """Count a request as started; returns its number (1-based), which drives the faults."""
+        epoch_second = int(now)
         with self._lock:
+            self.arrivals.append(now)
             self.requests += 1
             self.by_path[path] += 1
             self.per_second[str(epoch_second)] += 1
@@ -136,6 +140,19 @@ class Stats:
         with self._lock:
             self.in_flight -= 1
             self.by_status[status] += 1
+
+    def asked_to_wait(self, arrived: float, seconds: float) -> None:
+        """A request that arrived at `arrived` was answered 429 with Retry-After: `seconds`."""
+        with self._lock:
+            self.retry_afters.append((arrived, seconds))
+
+    def timeline(self) -> dict[str, Any]:
+        """When each /api request arrived, and which answers asked the client to wait (epoch seconds)."""
+        with self._lock:
+            return {
+                "arrivals": list(self.arrivals),
+                "retry_afters": [list(pair) for pair in self.retry_afters],
+            }
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -183,13 +200,16 @@ class StandInApp:
         if not path.startswith("/api/"):
             return json_reply(404, {"error": "Not found"})
         now = time.time()
-        request_no = self.stats.begin(path, int(now))
+        request_no = self.stats.begin(path, now)
         try:
             reply = self._api(method, path, params, request_no, int(now))
         except Exception:  # a stand-in bug must still answer, and close its in-flight count
             traceback.print_exc()
             reply = json_reply(500, {"error": "Internal server error"})
         reply.api_path = path
+        for name, value in reply.headers:
+            if name == "Retry-After":
+                self.stats.asked_to_wait(now, float(value))
         return reply
 
     def finish(self, reply: Reply, status: str) -> None:
@@ -304,6 +324,8 @@ class StandInApp:
             return json_reply(200, {"ok": True})
         if route == ("GET", "/_admin/stats"):
             return json_reply(200, self.stats.snapshot())
+        if route == ("GET", "/_admin/timeline"):
+            return json_reply(200, self.stats.timeline())
         if route == ("POST", "/_admin/reset"):
             self.stats.reset()
             self.faults.reset()
@@ -614,6 +636,10 @@ class StandIn:
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_admin/stats")
+
+    def timeline(self) -> dict[str, Any]:
+        """Arrival times of /api requests and the 429s that carried Retry-After (since the last reset)."""
+        return self._call("GET", "/_admin/timeline")
 
     def reset_stats(self) -> None:
         """Zero the counters, including the request number that drives fault decisions."""

@@ -77,13 +77,36 @@ ONE_SLICE = {"repeated page"}
 def test_a_survivable_fault_lands_the_exact_day(
     name: str, api: StandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    point_connection(monkeypatch, api, timeout=1, max_retry_wait=60)
+    # A wider retry budget than the default's 8: a 429 storm must not fail on an unlucky long run.
+    point_connection(monkeypatch, api, timeout=1, max_retries=12, max_retry_wait=120)
     api.set_faults(**SURVIVABLE[name])
     run = land(tmp_path, DAY, "fault_ok", slices=1 if name in ONE_SLICE else 4, per_page=300)
     assert run.state == "success"
     assert_exact_day(tmp_path, DAY, api.truth(start_date=DAY, end_date=DAY))
     facts = json.loads((tmp_path / f"date={DAY}" / "_manifest.json").read_text())["extraction"]
     assert facts["retries"] > 0, "the fault fired and was retried"
+
+
+def test_a_retry_after_pauses_every_slice_not_only_the_one_that_got_it(
+    api: StandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Four slices in flight; each 429 with Retry-After: 2 holds all of them, seen from the stand-in.
+
+    With seed 7, requests 1, 5, 9, 10 and 12 draw the fault, so every run meets it. A request may
+    reach the stand-in just after a 429 was sent (it passed the gate before the client read the
+    429), hence the first half second of each pause is not checked.
+    """
+    point_connection(monkeypatch, api)
+    api.set_faults(rate_429_retry_after=0.2, retry_after_s=2)
+    run = land(tmp_path, DAY, "shared_pause", slices=4, concurrency=4, per_page=300)
+    assert run.state == "success"
+    assert_exact_day(tmp_path, DAY, api.truth(start_date=DAY, end_date=DAY))
+    timeline = api.timeline()
+    pauses = timeline["retry_afters"]
+    assert len(pauses) >= 3 and api.stats()["max_in_flight"] > 1
+    for asked_at, seconds in pauses:
+        during = [t for t in timeline["arrivals"] if asked_at + 0.5 < t < asked_at + seconds]
+        assert not during, f"{len(during)} requests went out while a Retry-After of {seconds}s was running"
 
 
 TOKEN_FAULTS = {
