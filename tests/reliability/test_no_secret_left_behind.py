@@ -122,7 +122,7 @@ def test_the_key_is_nowhere_after_runs_that_retry_fail_and_are_refused(
     runs = []
 
     # 1. Succeeds through retries of every kind.
-    point_connection(monkeypatch, keyed, max_retry_wait=60)
+    point_connection(monkeypatch, keyed, max_retries=12, max_retry_wait=120)  # about half the requests fail
     keyed.set_faults(**FAULTS)
     runs.append(land(out, DAY, "secret_retries", slices=4, per_page=300))
     assert runs[-1].state == "success"
