@@ -97,13 +97,15 @@ def test_a_retry_after_pauses_every_slice_not_only_the_one_that_got_it(
     429), hence the first half second of each pause is not checked.
     """
     point_connection(monkeypatch, api)
-    api.set_faults(rate_429_retry_after=0.2, retry_after_s=2)
+    # 50 ms a request, so that the slices' requests overlap (fast ones may happen never to).
+    api.set_faults(rate_429_retry_after=0.2, retry_after_s=2, latency_ms=50)
     run = land(tmp_path, DAY, "shared_pause", slices=4, concurrency=4, per_page=300)
     assert run.state == "success"
     assert_exact_day(tmp_path, DAY, api.truth(start_date=DAY, end_date=DAY))
+    assert api.stats()["max_in_flight"] > 1, "the slices ran concurrently"
     timeline = api.timeline()
     pauses = timeline["retry_afters"]
-    assert len(pauses) >= 3 and api.stats()["max_in_flight"] > 1
+    assert len(pauses) >= 3
     for asked_at, seconds in pauses:
         during = [t for t in timeline["arrivals"] if asked_at + 0.5 < t < asked_at + seconds]
         assert not during, f"{len(during)} requests went out while a Retry-After of {seconds}s was running"
