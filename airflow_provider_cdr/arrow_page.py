@@ -2,8 +2,8 @@
 
 Most pages are exactly what the reference describes: every string field a string, every
 number a number, no unknown field. Arrow's JSON reader parses such a page in C++ with the
-GIL released, several times faster than decoding it to Python dicts, and concurrent slices
-can then parse on every core. Arrow is strict where the API drifts (``101`` for a string,
+GIL released: faster than decoding it to Python dicts and converting those (1.4x on one core
+in benchmarks/convert_speed.py), and concurrent slices can then parse on every core. Arrow is strict where the API drifts (``101`` for a string,
 ``"56215"`` or ``2.0`` for an integer, an unknown field, a duplicated key, a second JSON
 document, invalid UTF-8, a lone surrogate): any of those makes :func:`read_records` answer None, and the
 caller takes the record-by-record path (``orjson`` + :meth:`RecordConverter.to_batch`),

@@ -26,8 +26,10 @@ be neither stored under the not-null key nor deduplicated, and dropping it would
 lose data silently. The message names the position and the problem, never the
 record's content.
 
-Speed (the whole bytes -> Parquet path must sustain 200,000 records/s on a core):
-when every string-shaped field of the page holds strings or nulls, one
+Speed (the whole bytes -> Parquet path must sustain 200,000 records/s on a core): most
+pages never become dicts: ``arrow_page`` reads them into Arrow and :meth:`RecordConverter.from_arrow`
+finishes them with the same column functions as below. For pages of dicts, when every
+string-shaped field of the page holds strings or nulls, one
 ``pa.array(records, type=struct)`` call reads them all in C; ``timestamp`` is parsed
 by Arrow's ISO 8601 cast, its UTC offset and the ``hh:mm:ss`` fields are read from
 the string bytes with numpy. Only a column whose values are not all of the expected
