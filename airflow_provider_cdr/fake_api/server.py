@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -106,6 +106,9 @@ class Window:
         return picked
 
 
+TIMELINE_LENGTH = 100_000  # the last requests /_admin/timeline reports
+
+
 class Stats:
     """Counts of /api requests, for the admin route and the benchmarks' assertions."""
 
@@ -121,8 +124,9 @@ class Stats:
             self.per_second: Counter[str] = Counter()
             self.in_flight = 0
             self.max_in_flight = 0
-            self.arrivals: list[float] = []
-            self.retry_afters: list[tuple[float, float]] = []
+            # Bounded: a stand-in left running (docker compose) must not grow with every request.
+            self.arrivals: deque[float] = deque(maxlen=TIMELINE_LENGTH)
+            self.retry_afters: deque[tuple[float, float]] = deque(maxlen=TIMELINE_LENGTH)
 
     def begin(self, path: str, now: float) -> int:
         """Count a request as started; returns its number (1-based), which drives the faults."""
@@ -147,7 +151,7 @@ class Stats:
             self.retry_afters.append((arrived, seconds))
 
     def timeline(self) -> dict[str, Any]:
-        """When each /api request arrived, and which answers asked the client to wait (epoch seconds)."""
+        """When the last TIMELINE_LENGTH /api requests arrived, and which answers asked the client to wait."""
         with self._lock:
             return {
                 "arrivals": list(self.arrivals),
