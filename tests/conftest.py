@@ -44,8 +44,10 @@ def stand_in() -> Iterator[StandIn]:
 
 @pytest.fixture
 def api(stand_in: StandIn) -> StandIn:
-    """The session's stand-in with faults cleared and stats (and the fault request counter) reset."""
+    """The session's stand-in with faults cleared, its default paging, and stats (and the fault request
+    counter) reset."""
     stand_in.clear_faults()
+    stand_in.set_profile()
     stand_in.reset_stats()
     return stand_in
 
@@ -57,7 +59,8 @@ def make_stand_in() -> Iterator[Callable[..., StandIn]]:
     Call as make_stand_in(timezone="America/New_York", day_profiles={...}); omitted
     params default to the session stand-in's. Servers are shared by equal params
     and stopped at session end; every call resets stats and restores the faults
-    the server was started with (none unless `faults=` was given).
+    and the paging reading the server was started with (none unless `faults=` /
+    `profile=` was given).
     """
     servers: dict[str, StandIn] = {}
 
@@ -68,6 +71,7 @@ def make_stand_in() -> Iterator[Callable[..., StandIn]]:
             servers[key] = StandIn(**merged).start()
         server = servers[key]
         server.set_faults(**(server.faults.to_dict() if server.faults else {}))
+        server.set_profile(**server.profile.changed())
         server.reset_stats()
         return server
 

@@ -11,12 +11,13 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
 from airflow_provider_cdr.fake_api.dataset import DEFAULT_FIRST_DAY, CDRDataset, parse_instant
 from airflow_provider_cdr.fake_api.faults import FaultConfig
+from airflow_provider_cdr.fake_api.profile import ServerProfile, cli_flag, cli_text, field_choices, field_help
 from airflow_provider_cdr.fake_api.server import StandInApp, StandInServer
 
 
@@ -35,6 +36,40 @@ def _faults(text: str) -> FaultConfig:
         return FaultConfig.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r})")
+    return int(text)
+
+
+def _profile_value(name: str) -> Callable[[str], Any]:
+    """The argparse type of one profile flag (combinations of flags are judged by build_server)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return ServerProfile.parse_value(name, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _add_profile_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ServerProfile field; an absent flag leaves the field at its default."""
+    group = parser.add_argument_group(
+        "paging readings", "how the stand-in reads the API's undocumented paging (defaults: the original)"
+    )
+    for name in ServerProfile.field_names():
+        choices = field_choices(name)
+        group.add_argument(
+            cli_flag(name),
+            type=_profile_value(name),
+            default=argparse.SUPPRESS,
+            metavar="|".join(choices) if choices else "N|none",
+            help=f"{field_help(name)} (default {cli_text(getattr(ServerProfile(), name))})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", type=_faults, default=None, metavar="NAME=VALUE,...")
     parser.add_argument("--latency-ms", type=float, default=None)
     parser.add_argument("--latency-per-record-us", type=float, default=None)
+    parser.add_argument(
+        "--tie-group",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="every run of N consecutive records of a day shares one millisecond, so search and page "
+        "edges fall inside groups of ties (default 1: the ordinary spread)",
+    )
+    _add_profile_flags(parser)
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -79,6 +123,10 @@ def build_server(args: argparse.Namespace) -> StandInServer:
         first_day=args.first_day,
         now=args.now,
         ingest_lag_s=args.ingest_lag_s,
+        tie_group=args.tie_group,
+    )
+    profile = ServerProfile.from_mapping(
+        {name: getattr(args, name) for name in ServerProfile.field_names() if hasattr(args, name)}
     )
     faults = args.faults or FaultConfig()
     shortcuts: dict[str, Any] = {}
@@ -86,7 +134,7 @@ def build_server(args: argparse.Namespace) -> StandInServer:
         shortcuts["latency_ms"] = args.latency_ms
     if args.latency_per_record_us is not None:
         shortcuts["latency_per_record_us"] = args.latency_per_record_us
-    app = StandInApp(dataset, api_key=args.api_key, faults=faults.merged(**shortcuts))
+    app = StandInApp(dataset, api_key=args.api_key, faults=faults.merged(**shortcuts), profile=profile)
     return StandInServer(app, args.host, args.port, verbose=args.verbose)
 
 
@@ -94,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         server = build_server(args)
-    except (ValueError, KeyError) as exc:  # bad time zone, profile or drift share
+    except (ValueError, KeyError) as exc:  # bad time zone, day profile, drift share or paging reading
         print(f"cdr-fake-api: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -231,9 +231,12 @@ class CDRDataset:
 
     Days before `first_day` are empty; later days have `records_per_day` records
     unless `day_profiles` says otherwise. `now` and `ingest_lag_s` decide what is
-    available (None: the real clock). Day tables (about 650 bytes a record) stay
-    in an LRU of up to `cache_records` records (two days of a million and more: a day's last slice
-    reaches into the next day), always keeping the latest day used.
+    available (None: the real clock). With `tie_group` > 1 every run of that many
+    consecutive records of a day (newest first) shares one millisecond, so search
+    and page edges fall inside groups of ties (unless they fall between two runs).
+    Day tables (about 650 bytes a record) stay in an LRU of up to `cache_records`
+    records (two days of a million and more: a day's last slice reaches into the
+    next day), always keeping the latest day used.
     """
 
     def __init__(
@@ -248,9 +251,12 @@ class CDRDataset:
         now: datetime | None = None,
         ingest_lag_s: float = 0.0,
         cache_records: int = 2_500_000,
+        tie_group: int = 1,
     ) -> None:
         if records_per_day < 0 or not 0.0 <= type_drift <= 1.0:
             raise ValueError("records_per_day must be >= 0 and type_drift within 0..1")
+        if tie_group < 1:
+            raise ValueError("tie_group must be >= 1")
         self.seed = seed
         self.records_per_day = records_per_day
         self.timezone = timezone
@@ -260,6 +266,7 @@ class CDRDataset:
         self.first_day = first_day
         self.now = None if now is None else aware(now)
         self.ingest_lag_s = ingest_lag_s
+        self.tie_group = tie_group
         self._cache: OrderedDict[date, DayTable] = OrderedDict()
         self._cache_records = cache_records
         self._cache_lock = threading.Lock()
@@ -372,7 +379,11 @@ class CDRDataset:
         count, mix = self.volume(day)
         start_ms, end_ms = self.day_bounds_ms(day)
         rng = np.random.default_rng([self.seed, day.toordinal(), count, list(_PROFILE_MIX).index(mix)])
-        instants = start_ms + _spread(rng, count, end_ms - start_ms)
+        offsets = _spread(rng, count, end_ms - start_ms)  # drawn even if replaced: the draws after it stay
+        if self.tie_group > 1:
+            tie_rng = np.random.default_rng([self.seed, day.toordinal(), count, self.tie_group, 0x7135])
+            offsets = _tied_offsets(tie_rng, count, self.tie_group, end_ms - start_ms)
+        instants = start_ms + offsets
         raw = _uuid_bytes(rng, self.seed, day, count)
         order = np.lexsort(
             (raw[:, 8:].copy().view(">u8")[:, 0], raw[:, :8].copy().view(">u8")[:, 0], instants)
@@ -666,6 +677,20 @@ def _spread(rng: np.random.Generator, n: int, length_ms: int) -> np.ndarray:
         leaders = np.repeat(members[np.cumsum(sizes) - sizes], sizes)[: members.size]
         offsets[members] = offsets[leaders]
     return offsets
+
+
+def _tied_offsets(rng: np.random.Generator, n: int, group: int, length_ms: int) -> np.ndarray:
+    """Offsets (ms) where each run of `group` records, newest first, shares one ms of its own.
+
+    The newest run takes the day's last ms and the oldest (maybe shorter) run its
+    first ms, as _spread puts records there; the runs between get distinct ms.
+    """
+    groups = -(-n // group)
+    if groups <= 1:
+        return np.zeros(n, dtype=np.int64)
+    inner = np.sort(rng.choice(length_ms - 2, groups - 2, replace=False) + 1)[::-1]
+    firsts = np.concatenate(([length_ms - 1], inner, [0])).astype(np.int64)
+    return np.repeat(firsts, group)[:n]
 
 
 def _uuid_bytes(rng: np.random.Generator, seed: int, day: date, n: int) -> np.ndarray:

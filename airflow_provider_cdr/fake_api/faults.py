@@ -8,7 +8,8 @@ request number) may not: a client's recovery can be tested reproducibly.
 Precedence: the requests-per-second limit, then a 5xx burst, then 429s, then a
 dropped connection answer instead of the route. Otherwise a stall delays the
 answer, and the token/page faults and one body fault (reset > truncate > bad
-JSON, on 200s only) shape it.
+JSON, on 200s only) shape it. Among the token faults an empty token page wins
+over repeat_token, which wins over a backward token.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FaultConfig:
     repeat_token: bool = False  # a continued search answers with the token it was sent: a loop
     rate_empty_token_page: float = 0.0  # no records but a non-null search_token
     rate_limit_rps: int = 0  # >0: more requests than this in one second get 429 + Retry-After: 1
+    rate_backward_token: float = 0.0  # a continued search's token points 1 h newer than the one sent
+    rate_drop_record: float = 0.0  # a records page silently leaves out its last record
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FaultConfig:
@@ -71,20 +74,25 @@ class FaultConfig:
     @classmethod
     def parse(cls, spec: str) -> FaultConfig:
         """Parse the CLI form "rate_429=0.05,rate_5xx=0.02,edge_repeat=1"."""
-        values: dict[str, str] = {}
-        for item in spec.split(","):
-            if item.strip():
-                name, sep, value = item.partition("=")
-                if not sep:
-                    raise ValueError(f"fault {item!r} is not name=value")
-                values[name.strip()] = value.strip()
-        return cls.from_mapping(values)
+        return cls.from_mapping(parse_assignments(spec, "fault"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def merged(self, **changes: Any) -> FaultConfig:
         return replace(self, **changes)
+
+
+def parse_assignments(spec: str, what: str) -> dict[str, str]:
+    """The CLI form "name=value,name=value" as a dict (blank items skipped); ValueError naming `what`."""
+    values: dict[str, str] = {}
+    for item in spec.split(","):
+        if item.strip():
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{what} {item!r} is not name=value")
+            values[name.strip()] = value.strip()
+    return values
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -113,6 +121,8 @@ class Decision:
     reset_mid_body: bool = False
     truncate: bool = False
     bad_json: bool = False
+    backward_token: bool = False
+    drop_record: bool = False
 
 
 NO_FAULT = Decision()
@@ -155,6 +165,8 @@ class FaultInjector:
         rng = random.Random(hash((self.seed, request_no)))  # int tuples hash the same in every process
         draws = [rng.random() for _ in range(12)]
         status_pick = rng.choice((500, 502, 503))
+        # Drawn after the status pick, so every earlier draw (and so every older decision) stays as it was.
+        drop_record_draw = rng.random()
         with self._lock:
             if epoch_second != self._second:
                 self._second, self._in_second = epoch_second, 0
@@ -181,4 +193,6 @@ class FaultInjector:
             reset_mid_body=draws[8] < config.rate_reset_mid_body,
             truncate=draws[9] < config.rate_truncate,
             bad_json=draws[10] < config.rate_bad_json,
+            backward_token=draws[11] < config.rate_backward_token,
+            drop_record=drop_record_draw < config.rate_drop_record,
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
     from airflow_provider_cdr.fake_api.dataset import CDRDataset
 
 MAX_PER_PAGE = 10_000
-WINDOW_CAP = 10_000  # records per search, across its pages
+WINDOW_CAP = 10_000  # records per search across its pages, by default (ServerProfile.search_size)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -388,7 +387,7 @@ def iter_matches(
     """Matching records newest first, one (day table, indices) segment per day with matches.
 
     Starts strictly after the cursor, or with `inclusive_cursor_ms` at the cursor's
-    whole millisecond (the edge_repeat fault: records sharing it come again).
+    whole millisecond (edge_ties=resend or the edge_repeat fault: records sharing it come again).
     Lazy, so a caller that stops early generates no further days.
     """
     bounds = _range(dataset, query, until_ms, None if cursor is None else cursor.ms)
@@ -408,35 +407,8 @@ def iter_matches(
             yield table, idx
 
 
-def find_matches(
-    dataset: CDRDataset,
-    query: Query,
-    *,
-    until_ms: int,
-    cursor: Cursor | None = None,
-    inclusive_cursor_ms: bool = False,
-    limit: int,
-) -> list[Segment]:
-    """The first `limit` matches (see iter_matches), as segments."""
-    segments: list[Segment] = []
-    found = 0
-    for table, idx in iter_matches(
-        dataset, query, until_ms=until_ms, cursor=cursor, inclusive_cursor_ms=inclusive_cursor_ms
-    ):
-        segments.append((table, idx[: limit - found]))
-        found += segments[-1][1].size
-        if found >= limit:
-            break
-    return segments
-
-
 def matching_uuids(dataset: CDRDataset, query: Query, *, until_ms: int) -> list[str]:
     """Ground truth: uuids of every match, newest first, day by day (no paging, no cap)."""
     return [
         table.uuids[i] for table, idx in iter_matches(dataset, query, until_ms=until_ms) for i in idx.tolist()
     ]
-
-
-def page_count(records: int, per_page: int) -> int:
-    """`total` as the reference words it: the number of pages in the current window."""
-    return math.ceil(records / per_page)

@@ -1,4 +1,4 @@
-"""The stand-in's HTTP server, and `StandIn`, which runs it in a subprocess for tests and demos.
+"""The stand-in's HTTP server, and `StandIn`, which runs it (subprocess or thread) for tests and demos.
 
 Stdlib threading server on purpose: no extra dependency, real sockets, real
 keep-alive; fast enough because record JSON is serialised once per day and a
@@ -10,6 +10,23 @@ Route order for /api requests: the key is checked first (a wrong key is always
 With a live clock, a window that reaches "now" grows at its newest end between
 requests (records become available), so its pages shift, as a live API's would;
 with `--now` (tests) every window is fixed.
+
+Paging plays one reading of what the vendor leaves open, chosen by a
+`ServerProfile` (profile.py has the details; CLI flags, POST /_admin/profile or
+`StandIn(profile=...)` / `set_profile()` switch it). A "search" is the query plus
+its cursor (search_token): its first `search_size` matches, newest first.
+- page sizes: `page_cap` caps a page whatever per_page asks; `page_sizes=varying`
+  makes each page a deterministic random size (pages.py does the arithmetic);
+- page offsets: `page_offset=served` starts page k after what earlier pages held,
+  `asked` at (k-1)*per_page, skipping what the cap withheld;
+- search size: `search_size` records per search (10,000), or none: unbounded;
+- tokens: on `every` page or the `last` one, pointing past the `search` or past
+  the `page`; `edge_ties=resend` resumes at the token's whole millisecond;
+- `total`: pages, records, matches or absent;
+- `page_with_token=refuse`: page > 1 with a token is a 422;
+- `lookup_paging=honour`: the lookup lists are paged too.
+The defaults are the original behaviour: a 10,000-record search cut at per_page,
+its search-pointing token on every page, `total` in pages.
 """
 
 from __future__ import annotations
@@ -40,26 +57,35 @@ from typing import Any
 import numpy as np
 import orjson
 
-from airflow_provider_cdr.fake_api.dataset import DEFAULT_FIRST_DAY, CDRDataset, aware, parse_instant
+from airflow_provider_cdr.fake_api.dataset import (
+    DEFAULT_FIRST_DAY,
+    CDRDataset,
+    DayTable,
+    aware,
+    parse_instant,
+)
 from airflow_provider_cdr.fake_api.faults import NO_FAULT, Decision, FaultConfig, FaultInjector
 from airflow_provider_cdr.fake_api.filters import (
-    WINDOW_CAP,
+    MAX_PER_PAGE,
     Cursor,
     ParamError,
     Query,
     Segment,
     encode_token,
-    find_matches,
+    iter_matches,
     matching_uuids,
-    page_count,
+    parse_paging,
     parse_query,
     parse_request,
 )
+from airflow_provider_cdr.fake_api.pages import Span, fixed_span, page_span, search_key
+from airflow_provider_cdr.fake_api.profile import ServerProfile, cli_flag, cli_text
 
 API_PREFIX = "/api/v2/cdr"
 LOOKUPS = ("agents", "queues", "teams", "wrapup_codes", "campaigns", "deleted_agents")
 BAD_JSON = b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
 _NOT_FILTERS = ("key", "page", "per_page", "search_token")
+BACKWARD_MS = 3_600_000  # how much newer than the request's cursor a backward token points
 
 
 @dataclass
@@ -80,9 +106,31 @@ def json_reply(status: int, payload: Any) -> Reply:
     return Reply(status, orjson.dumps(payload))
 
 
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """An admin request's JSON object body (empty: {}); ValueError naming `what` it should hold."""
+    payload = orjson.loads(body or b"{}")
+    if not isinstance(payload, dict):
+        raise ValueError(f"the body must be a JSON object of {what}")
+    return payload
+
+
+def records_body(segments: list[Segment], total: int | None, page: int, search_token: str | None) -> bytes:
+    """A records page's JSON, joined from pre-serialised records; total None leaves the key out."""
+    return b"".join(
+        [
+            b'{"records":[',
+            b",".join([table.records_json(idx) for table, idx in segments]),
+            b"]" if total is None else b'],"total":%d' % total,
+            b',"page":%d,"search_token":' % page,
+            orjson.dumps(search_token),
+            b"}",
+        ]
+    )
+
+
 @dataclass
 class Window:
-    """One search window: up to WINDOW_CAP matching records, newest first.
+    """One search: its first `search_size` matching records (all of them if unbounded), newest first.
 
     Holds days and indices, not day tables, so a cached window never pins a day
     the dataset's LRU has let go (it is regenerated, identically, if needed).
@@ -90,7 +138,14 @@ class Window:
 
     days: list[tuple[date, np.ndarray]]
     size: int
-    search_token: str | None  # set when more records match beyond the window
+    resume: Cursor | None  # the search's last record, set when more records match beyond the search
+    key: tuple[int, int]  # seeds the search's varying page sizes
+    matches: int | None = None  # records from the search's start to the end of all results, once counted
+
+    @property
+    def search_token(self) -> str | None:
+        """The token that resumes after the search (null when nothing matches beyond it)."""
+        return None if self.resume is None else encode_token(self.resume)
 
     def slice(self, dataset: CDRDataset, start: int, stop: int) -> list[Segment]:
         """Records [start, stop) of the window, as segments."""
@@ -104,6 +159,54 @@ class Window:
             if offset >= stop:
                 break
         return picked
+
+    def cursor_at(self, dataset: CDRDataset, position: int) -> Cursor:
+        """The cursor of the record at `position` (0-based) of the window."""
+        ((table, idx),) = self.slice(dataset, position, position + 1)
+        return record_cursor(table, int(idx[0]))
+
+
+def record_cursor(table: DayTable, index: int) -> Cursor:
+    return Cursor(int(table.instants[index]), table.uuids[index])
+
+
+def build_window(
+    dataset: CDRDataset,
+    query: Query,
+    cursor: Cursor | None,
+    *,
+    resend_edge: bool,
+    search_size: int | None,
+    until_ms: int,
+) -> Window:
+    """The search that starts after `cursor`: up to `search_size` matches, one more looked for beyond."""
+    limit = None if search_size is None else search_size + 1
+    days: list[tuple[date, np.ndarray]] = []
+    found = 0
+    for table, idx in iter_matches(
+        dataset, query, until_ms=until_ms, cursor=cursor, inclusive_cursor_ms=resend_edge
+    ):
+        if limit is not None:
+            idx = idx[: limit - found]
+        days.append((table.day, idx))
+        found += idx.size
+        if limit is not None and found >= limit:
+            break
+    resume = None
+    if search_size is not None and found > search_size:  # the extra match only says "more beyond"
+        day, idx = days.pop()
+        if idx.size > 1:
+            days.append((day, idx[:-1]))
+        found = search_size
+        last_day, last_idx = days[-1]
+        resume = record_cursor(dataset.day_table(last_day), int(last_idx[-1]))
+    return Window(days, found, resume, search_key(dataset.seed, query, cursor))
+
+
+def count_after(dataset: CDRDataset, query: Query, cursor: Cursor) -> int:
+    """How many records match strictly after `cursor` (no cap): what `total=matches` adds to a search."""
+    until_ms = dataset.available_until_ms()
+    return sum(idx.size for _, idx in iter_matches(dataset, query, until_ms=until_ms, cursor=cursor))
 
 
 TIMELINE_LENGTH = 100_000  # the last requests /_admin/timeline reports
@@ -185,15 +288,31 @@ class StandInApp:
     """Routes requests to replies; everything except socket I/O, so it is testable in-process."""
 
     def __init__(
-        self, dataset: CDRDataset, api_key: str = "demo-key", faults: FaultConfig | None = None
+        self,
+        dataset: CDRDataset,
+        api_key: str = "demo-key",
+        faults: FaultConfig | None = None,
+        profile: ServerProfile | None = None,
     ) -> None:
         self.dataset = dataset
         self.api_key = api_key
         self.faults = FaultInjector(dataset.seed, faults)
         self.stats = Stats()
-        self._lookups = {name: orjson.dumps(rows) for name, rows in dataset.lookups().items()}
+        self._profile = profile or ServerProfile()
+        self._lookup_rows = dataset.lookups()
+        self._lookups = {name: orjson.dumps(rows) for name, rows in self._lookup_rows.items()}
         self._windows: OrderedDict[tuple[Any, ...], Window] = OrderedDict()
         self._windows_lock = threading.Lock()
+
+    @property
+    def profile(self) -> ServerProfile:
+        return self._profile
+
+    def configure_profile(self, profile: ServerProfile) -> None:
+        """Play another reading; cached windows go, as they were cut for the previous one."""
+        with self._windows_lock:
+            self._profile = profile
+            self._windows.clear()
 
     def handle(self, method: str, target: str, body: bytes = b"") -> Reply:
         parts = urllib.parse.urlsplit(target)
@@ -238,7 +357,7 @@ class StandInApp:
         elif path == API_PREFIX:
             reply = self._records(params, decision)
         elif path.startswith(API_PREFIX + "/") and path[len(API_PREFIX) + 1 :] in LOOKUPS:
-            reply = Reply(200, self._lookups[path[len(API_PREFIX) + 1 :]])
+            reply = self._lookup(path[len(API_PREFIX) + 1 :], params)
         else:
             reply = json_reply(404, {"error": "Not found"})
         reply.delay_s += decision.stall_s
@@ -256,70 +375,104 @@ class StandInApp:
             query, paging = parse_request(params, self.dataset.tz)
         except ParamError as exc:
             return json_reply(422, {"errors": exc.errors})
+        profile, config = self._profile, self.faults.config
+        if profile.page_with_token == "refuse" and paging.page > 1 and paging.cursor is not None:
+            return json_reply(422, {"errors": {"page": ["must be 1 when search_token is given"]}})
         if paging.cursor is not None and decision.expired_token:
             return json_reply(422, {"errors": {"search_token": ["is expired"]}})
         until_ms = self.dataset.available_until_ms()
-        config = self.faults.config
-        window = self._window(query, paging.cursor, config.edge_repeat, until_ms)
-        start = (paging.page - 1) * paging.per_page
-        segments = window.slice(self.dataset, start, start + paging.per_page)
-        search_token = window.search_token
-        if decision.repeat_page and paging.page > 1:  # page 1 has no previous page in its window
-            segments = window.slice(self.dataset, start - paging.per_page, start)
-        if config.repeat_token and paging.cursor is not None and search_token is not None:
-            search_token = params["search_token"]  # a server stuck in a loop
+        resend_edge = config.edge_repeat or profile.edge_ties == "resend"
+        window = self._window(query, paging.cursor, resend_edge, profile.search_size, until_ms)
+        span = page_span(window.size, profile, paging.page, paging.per_page, window.key)
+        served = span
+        if decision.repeat_page and paging.page > 1:  # page 1 has no previous page in its search
+            served = page_span(window.size, profile, paging.page - 1, paging.per_page, window.key)
+        stop = served.stop - 1 if decision.drop_record and served.stop > served.start else served.stop
+        segments = window.slice(self.dataset, served.start, stop)
+        search_token = self._token(window, span, profile)
+        search_token = self._faulty_token(search_token, params, paging.cursor, decision)
         if decision.empty_token_page:
-            # The token restarts this window, so a client that follows it loses nothing.
+            # No records, and a token that resumes right after the pages before this one (as a store that
+            # yields an empty scan segment with a continuation key), so a client that follows it loses
+            # nothing. On page 1 there is nothing before: the search's own cursor, or the top of the results.
             segments = []
-            search_token = encode_token(paging.cursor or Cursor(until_ms + 1, ""))
+            if span.start > 0:
+                search_token = encode_token(window.cursor_at(self.dataset, min(span.start, window.size) - 1))
+            else:
+                search_token = encode_token(paging.cursor or Cursor(until_ms + 1, ""))
         count = sum(idx.size for _, idx in segments)
-        body = b"".join(
-            [
-                b'{"records":[',
-                b",".join([table.records_json(idx) for table, idx in segments]),
-                b'],"total":%d,"page":%d,"search_token":'
-                % (page_count(window.size, paging.per_page), paging.page),
-                orjson.dumps(search_token),
-                b"}",
-            ]
-        )
+        total = self._total(window, span, query, profile.total)
+        body = records_body(segments, total, paging.page, search_token)
         delay_s = config.latency_ms / 1000 + config.latency_per_record_us * count / 1e6
         return Reply(200, body, delay_s=delay_s)
 
-    def _window(self, query: Query, cursor: Cursor | None, edge_repeat: bool, until_ms: int) -> Window:
-        """The search window for a query and cursor, cached: every page of a window reuses it."""
+    def _token(self, window: Window, span: Span, profile: ServerProfile) -> str | None:
+        """The page's search_token as the profile places and aims it."""
+        reaches_end = span.stop >= window.size  # the search's last page, or a page beyond it
+        if profile.token_on == "last" and not reaches_end:
+            return None
+        if profile.token_points == "page" and not reaches_end:
+            return encode_token(window.cursor_at(self.dataset, span.stop - 1))
+        return window.search_token
+
+    def _faulty_token(
+        self, token: str | None, params: dict[str, str], cursor: Cursor | None, decision: Decision
+    ) -> str | None:
+        """The token faults, which only hit a reply with a token to a request that carried one."""
+        if token is None or cursor is None:
+            return token
+        if self.faults.config.repeat_token:
+            return params["search_token"]  # a server stuck in a loop
+        if decision.backward_token:
+            return encode_token(Cursor(cursor.ms + BACKWARD_MS, cursor.uuid))  # re-serves sent records
+        return token
+
+    def _total(self, window: Window, span: Span, query: Query, reading: str) -> int | None:
+        """`total` in the profile's reading; None leaves the key out."""
+        if reading == "pages":
+            return span.pages
+        if reading == "records":
+            return window.size
+        if reading == "matches":
+            if window.matches is None:
+                rest = 0 if window.resume is None else count_after(self.dataset, query, window.resume)
+                window.matches = window.size + rest
+            return window.matches
+        return None
+
+    def _window(
+        self, query: Query, cursor: Cursor | None, resend_edge: bool, search_size: int | None, until_ms: int
+    ) -> Window:
+        """The search for a query and cursor, cached: every page of a search reuses it."""
         effective_hi = until_ms if query.hi_ms is None else min(query.hi_ms, until_ms)
-        key = (query, cursor, edge_repeat, effective_hi)
+        key = (query, cursor, resend_edge, search_size, effective_hi)
         with self._windows_lock:
             window = self._windows.get(key)
             if window is not None:
                 self._windows.move_to_end(key)
                 return window
-        segments = find_matches(
-            self.dataset,
-            query,
-            until_ms=until_ms,
-            cursor=cursor,
-            inclusive_cursor_ms=edge_repeat,
-            limit=WINDOW_CAP + 1,
+        window = build_window(
+            self.dataset, query, cursor, resend_edge=resend_edge, search_size=search_size, until_ms=until_ms
         )
-        size = sum(idx.size for _, idx in segments)
-        search_token = None
-        if size > WINDOW_CAP:
-            table, idx = segments[-1]
-            segments[-1] = (table, idx[:-1])
-            if segments[-1][1].size == 0:
-                segments.pop()
-            size = WINDOW_CAP
-            table, idx = segments[-1]
-            last = int(idx[-1])
-            search_token = encode_token(Cursor(int(table.instants[last]), table.uuids[last]))
-        window = Window([(table.day, idx) for table, idx in segments], size, search_token)
         with self._windows_lock:
             self._windows[key] = window
             while len(self._windows) > 64:
                 self._windows.popitem(last=False)
         return window
+
+    def _lookup(self, name: str, params: dict[str, str]) -> Reply:
+        """A lookup list: whole, or with lookup_paging=honour one page of it (still a bare list)."""
+        profile = self._profile
+        if profile.lookup_paging == "ignore":
+            return Reply(200, self._lookups[name])
+        try:
+            paging = parse_paging({key: params[key] for key in ("page", "per_page") if key in params})
+        except ParamError as exc:
+            return json_reply(422, {"errors": exc.errors})
+        rows = self._lookup_rows[name]
+        held = min(paging.per_page, profile.page_cap or MAX_PER_PAGE)
+        span = fixed_span(len(rows), paging.page, held, step=held)
+        return json_reply(200, rows[span.start : span.stop])
 
     # -- /_admin ----------------------------------------------------------
     def _admin(self, method: str, path: str, params: dict[str, str], body: bytes) -> Reply:
@@ -338,14 +491,20 @@ class StandInApp:
             return json_reply(200, self.faults.config.to_dict())
         if route == ("POST", "/_admin/faults"):
             try:
-                payload = orjson.loads(body or b"{}")
-                if not isinstance(payload, dict):
-                    raise ValueError("the body must be a JSON object of fault fields")
-                config = FaultConfig.from_mapping(payload)
+                config = FaultConfig.from_mapping(json_object(body, "fault fields"))
             except (ValueError, TypeError) as exc:
                 return json_reply(400, {"error": str(exc)})
             self.faults.configure(config)
             return json_reply(200, config.to_dict())
+        if route == ("GET", "/_admin/profile"):
+            return json_reply(200, self._profile.to_dict())
+        if route == ("POST", "/_admin/profile"):
+            try:
+                profile = ServerProfile.from_mapping(json_object(body, "profile fields"))
+            except (ValueError, TypeError) as exc:
+                return json_reply(400, {"error": str(exc)})
+            self.configure_profile(profile)
+            return json_reply(200, profile.to_dict())
         if route == ("POST", "/_admin/clock"):
             return self._set_clock(body)
         if route == ("GET", "/_admin/truth"):
@@ -476,8 +635,18 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _shut_down(server: StandInServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class StandIn:
-    """Runs the stand-in CLI in a subprocess on a free port; a handle for tests, demos and benchmarks."""
+    """Runs the stand-in CLI on a free port; a handle for tests, demos and benchmarks.
+
+    By default in a subprocess (as a deployment runs it); with `in_process=True` the
+    same server, built from the same command line, serves from a daemon thread of
+    this process: cheap enough for a test to start many differently-configured ones.
+    """
 
     def __init__(
         self,
@@ -494,6 +663,9 @@ class StandIn:
         *,
         first_day: date = DEFAULT_FIRST_DAY,
         startup_timeout_s: float = 30.0,
+        profile: ServerProfile | Mapping[str, Any] | None = None,
+        tie_group: int = 1,
+        in_process: bool = False,
     ) -> None:
         self.seed = seed
         self.records_per_day = records_per_day
@@ -511,7 +683,14 @@ class StandIn:
         self.extra_args = tuple(extra_args)
         self.first_day = first_day
         self.startup_timeout_s = startup_timeout_s
+        if profile is not None and not isinstance(profile, ServerProfile):
+            profile = ServerProfile.from_mapping(profile)
+        self.profile = profile or ServerProfile()
+        self.tie_group = tie_group
+        self.in_process = in_process
         self._process: subprocess.Popen[bytes] | None = None
+        self._server: StandInServer | None = None
+        self._thread: threading.Thread | None = None
         self._url: str | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -526,6 +705,10 @@ class StandIn:
             argv += ["--now", self.now.isoformat()]
         for day, profile in sorted(self.day_profiles.items()):
             argv += ["--day-profile", f"{day.isoformat()}={profile}"]
+        if self.tie_group != 1:
+            argv += ["--tie-group", str(self.tie_group)]
+        for name, value in self.profile.changed().items():
+            argv += [cli_flag(name), cli_text(value)]
         if self.faults is not None:
             default = FaultConfig().to_dict()
             changed = {k: v for k, v in self.faults.to_dict().items() if v != default[k]}
@@ -537,9 +720,11 @@ class StandIn:
         return argv + list(self.extra_args)
 
     def start(self) -> StandIn:
-        """Spawn the server, read its port from its first stdout line, wait until /_admin/health answers."""
-        if self._process is not None:
+        """Spawn the server (or its thread), learn its port, wait until /_admin/health answers."""
+        if self._process is not None or self._server is not None:
             return self
+        if self.in_process:
+            return self._start_in_process()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
         process = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
@@ -549,6 +734,24 @@ class StandIn:
         try:
             self._url = self._read_url(process, deadline)
             self._wait_healthy(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_in_process(self) -> StandIn:
+        """Serve from a daemon thread; the server is built from argv(), as the subprocess's would be."""
+        from airflow_provider_cdr.fake_api import cli  # cli imports this module
+
+        server = cli.build_server(cli.build_parser().parse_args(self.argv()[3:]))
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="cdr-stand-in", daemon=True
+        )
+        thread.start()
+        self._server, self._thread, self._url = server, thread, server.url
+        self._finalizer = weakref.finalize(self, _shut_down, server)
+        try:
+            self._wait_healthy(time.monotonic() + self.startup_timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -583,7 +786,16 @@ class StandIn:
             pause = min(pause * 2, 0.2)
 
     def stop(self) -> None:
-        """Terminate the server (SIGTERM), then kill it if it does not exit within 5 s."""
+        """Terminate the server (SIGTERM), then kill it if it does not exit within 5 s.
+
+        In process: stop serving, close the socket and let the thread end.
+        """
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is not None and thread is not None:
+            self._finalizer.detach()
+            _shut_down(server)
+            thread.join()
+            return
         process, self._process = self._process, None
         if process is None:
             return
@@ -612,6 +824,8 @@ class StandIn:
 
     @property
     def running(self) -> bool:
+        if self._thread is not None:
+            return self._thread.is_alive()
         return self._process is not None and self._process.poll() is None
 
     @cached_property
@@ -626,7 +840,16 @@ class StandIn:
             first_day=self.first_day,
             now=self.now,
             ingest_lag_s=self.ingest_lag_s,
+            tie_group=self.tie_group,
         )
+
+    def set_profile(self, **fields: Any) -> dict[str, Any]:
+        """Play another paging reading: replace the whole profile (unnamed fields go back to default)."""
+        return self._call("POST", "/_admin/profile", fields)
+
+    def profile_config(self) -> dict[str, Any]:
+        """The paging reading the running server plays."""
+        return self._call("GET", "/_admin/profile")
 
     def set_faults(self, **fields: Any) -> dict[str, Any]:
         """Replace the whole fault configuration (unnamed fields go back to off)."""

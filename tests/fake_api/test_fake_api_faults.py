@@ -134,14 +134,17 @@ def test_repeat_token_answers_with_the_token_it_was_sent(api: StandIn) -> None:
     assert looped["search_token"] == token and len(looped["records"]) == 10000
 
 
-def test_empty_page_with_a_token_that_restarts_the_window(api: StandIn) -> None:
+def test_empty_page_with_a_token_that_resumes_after_the_pages_before_it(api: StandIn) -> None:
     normal = get(api, per_page=10000, **NINE_DAYS).json()
     api.set_faults(rate_empty_token_page=1.0)
-    empty = get(api, per_page=10000, **NINE_DAYS).json()
-    assert empty["records"] == [] and empty["search_token"]
+    empty = get(api, per_page=10000, **NINE_DAYS).json()  # page 1: nothing before it, the top
+    third = get(api, per_page=1000, page=3, **NINE_DAYS).json()
+    assert empty["records"] == third["records"] == [] and empty["search_token"] and third["search_token"]
     api.clear_faults()
     resumed = get(api, per_page=10000, search_token=empty["search_token"], **NINE_DAYS).json()
     assert resumed["records"] == normal["records"]
+    after_two_pages = get(api, per_page=1000, search_token=third["search_token"], **NINE_DAYS).json()
+    assert after_two_pages["records"] == normal["records"][2000:3000]
 
 
 def test_edge_repeat_sends_the_edge_millisecond_again(make_stand_in: Any) -> None:
