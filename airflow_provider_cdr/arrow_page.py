@@ -16,11 +16,13 @@ alike (not a coercion); a float for an integer field is not, and goes the genera
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from airflow_provider_cdr.arrays import valid_mask, values
 from airflow_provider_cdr.dedupe import uuid_keys
-from airflow_provider_cdr.extraction import Page
+from airflow_provider_cdr.extraction import Page, page_total
 from airflow_provider_cdr.records import RecordConverter
 from airflow_provider_cdr.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 
@@ -48,8 +50,8 @@ _PARSE = pa_json.ParseOptions(
 )
 
 
-def read_records(body: bytes) -> tuple[pa.StructArray, str | None] | None:
-    """The page's records as RECORD_AS_SENT structs and its search_token; None: take the general path."""
+def read_records(body: bytes) -> tuple[pa.StructArray, str | None, int | None] | None:
+    """The page's records as RECORD_AS_SENT structs, its search_token and total; None: the general path."""
     options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1 << 16))
     try:
         table = pa_json.read_json(pa.BufferReader(body), read_options=options, parse_options=_PARSE)
@@ -59,13 +61,14 @@ def read_records(body: bytes) -> tuple[pa.StructArray, str | None] | None:
         return None
     records = table.column("records").combine_chunks()
     token = table.column("search_token")[0].as_py()
+    total = page_total(table.column("total")[0].as_py()) if "total" in table.schema.names else None
     if not records.is_valid()[0].as_py() or token == "":
         return None
     try:
         records.validate(full=True)  # Arrow's reader lets invalid UTF-8 through; orjson refuses it
     except pa.ArrowInvalid:
         return None
-    return records.flatten(), token  # the list's one row -> its structs
+    return records.flatten(), token, total  # the list's one row -> its structs
 
 
 def read_page(body: bytes, converter: RecordConverter) -> Page[pa.RecordBatch] | None:
@@ -73,8 +76,19 @@ def read_page(body: bytes, converter: RecordConverter) -> Page[pa.RecordBatch] |
     read = read_records(body)
     if read is None:
         return None
-    records, token = read
+    records, token, total = read
     batch = converter.from_arrow(records)
     if batch is None:
         return None
-    return Page(batch, uuid_keys(batch.column("uuid")), batch.num_rows, token)
+    return Page(batch, uuid_keys(batch.column("uuid")), batch.num_rows, token, total, batch_span(batch))
+
+
+def batch_span(batch: pa.RecordBatch) -> tuple[int, int] | None:
+    """Instants (epoch ms) of a batch's first and last record, when both were readable."""
+    if not batch.num_rows:
+        return None
+    stamps = batch.column("timestamp")
+    micros, valid = values(stamps, np.int64), valid_mask(stamps)
+    if valid is not None and not (valid[0] and valid[-1]):
+        return None
+    return int(micros[0]) // 1000, int(micros[-1]) // 1000

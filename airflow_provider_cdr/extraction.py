@@ -1,6 +1,6 @@
-"""Running searches: one search through all its pages and windows, or several concurrently.
+"""Running queries: one query through all its pages and searches, or several concurrently.
 
-`search_pages` drives one search with a SearchPager. `extract` runs one search per query
+`search_pages` drives one query with a SearchPager (paging.py). `Extraction` runs one per query
 (e.g. per time slice of a day) on worker threads, hands pages to the caller in arrival
 order, and drops every uuid already handed over, so the caller sees each record once.
 A `read_body` that goes from bytes to payload without Python objects (e.g. Arrow's JSON reader,
@@ -15,6 +15,7 @@ Only compact pages wait at the handoff.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -23,14 +24,15 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import orjson
 
 from airflow_provider_cdr.dedupe import SeenUUIDs, contains, sort_keys, uuid_keys
-from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError
-from airflow_provider_cdr.paging import SearchPager, StalePageError
+from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError, CDRSearchTokenExpired
+from airflow_provider_cdr.paging import PageFacts, SearchPager, ServerPaging, StalePageError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ class ExtractionStats:
 
     requests: int = 0
     retries: int = 0
-    pages: int = 0
-    windows: int = 0
     records: int = 0
     duplicates: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -72,10 +72,8 @@ class ExtractionStats:
         self._last_log = now
         elapsed = max(now - self.started, 1e-9)
         log.info(
-            "CDR extraction: %d records, %d pages, %d requests, %d retries, %d duplicates dropped, "
-            "%.0f records/s",
+            "CDR extraction: %d records, %d requests, %d retries, %d duplicates dropped, %.0f records/s",
             self.records,
-            self.pages,
             self.requests,
             self.retries,
             self.duplicates,
@@ -83,7 +81,7 @@ class ExtractionStats:
         )
 
 
-def _records_and_token(body: Any) -> tuple[list[Any], str | None]:
+def _records_and_token(body: Any) -> tuple[list[Any], str | None, int | None]:
     """Check the response's shape; a wrong shape is an API error, not a silent empty page."""
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
         raise CDRAPIError("the CDR API answered without a 'records' list")
@@ -92,7 +90,12 @@ def _records_and_token(body: Any) -> tuple[list[Any], str | None]:
         raise CDRAPIError(
             f"the CDR API answered with an unusable search_token of type {type(token).__name__}"
         )
-    return body["records"], token
+    return body["records"], token, page_total(body.get("total"))
+
+
+def page_total(value: Any) -> int | None:
+    """`total` when it is a count (whatever it counts), else None."""
+    return value if type(value) is int and value >= 0 else None
 
 
 def uuid_of(record: Any) -> str:
@@ -104,6 +107,25 @@ def uuid_of(record: Any) -> str:
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _instant_ms(record: Any) -> int | None:
+    stamp = record.get("timestamp") if isinstance(record, dict) else None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp.endswith("Z") else stamp)
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1000) if moment.tzinfo is not None else None
+
+
+def records_span(records: Sequence[Any]) -> tuple[int, int] | None:
+    """Instants (epoch ms) of a page's first and last record, when both can be read."""
+    if not records:
+        return None
+    first, last = _instant_ms(records[0]), _instant_ms(records[-1])
+    return None if first is None or last is None else (first, last)
+
+
 @dataclass
 class Page(Generic[T]):
     """One decoded page: its payload (records or a batch), one uuid key per row, and the paging facts."""
@@ -112,53 +134,92 @@ class Page(Generic[T]):
     keys: np.ndarray
     received: int
     token: str | None
+    total: int | None = None
+    span_ms: tuple[int, int] | None = None
+    """Instants of the first and last record (epoch ms), for the token guard; None when unknown."""
 
 
-class _WindowMemory:
-    """Keys of the current and previous search window: enough to tell a stale page from a new one."""
+class _SearchMemory:
+    """Keys of the current and previous search: enough to tell whether a page brought new records."""
 
     def __init__(self) -> None:
-        self._window = 0
+        self._search = 0
         self._current: list[np.ndarray] = []
         self._previous: list[np.ndarray] = []
 
-    def count_new(self, window: int, keys: np.ndarray) -> int:
-        if window != self._window:
-            self._window, self._previous, self._current = window, self._current, []
+    def remember(self, search: int, keys: np.ndarray) -> tuple[int, bool]:
+        """How many of `keys` are new, and whether the first was already on a page of this search."""
+        if search != self._search:
+            self._search, self._previous, self._current = search, self._current, []
+        first_seen = bool(self._current and len(keys)) and bool(
+            contains(sort_keys(np.concatenate(self._current)), keys[:1])[0]
+        )
         known = self._current + self._previous
         new = len(keys) - int(contains(sort_keys(np.concatenate(known)), keys).sum()) if known else len(keys)
         self._current.append(keys)
-        return new
+        return new, first_seen
+
+
+def _page_facts(page: Page[Any], new: int, first_seen: bool) -> PageFacts:
+    keys = page.keys
+    return PageFacts(
+        received=page.received,
+        token=page.token,
+        total=page.total,
+        new=new,
+        first_seen=first_seen,
+        fingerprint=hashlib.blake2b(keys.tobytes(), digest_size=16).digest() if len(keys) else None,
+        first_key=keys[0].tobytes() if len(keys) else None,
+        span_ms=page.span_ms,
+    )
+
+
+def _refused_page_with_token(err: CDRAPIError, request: Mapping[str, str]) -> bool:
+    """A 400/422 to page > 1 with a token: page 1 with it worked, so the combination is refused."""
+    return (
+        not isinstance(err, CDRSearchTokenExpired)
+        and err.status in (400, 422)
+        and "search_token" in request
+        and request.get("page", "1") != "1"
+    )
 
 
 def search_pages(
     fetch: FetchPage,
     decode: Decode,
     params: Mapping[str, str],
-    per_page: int,
+    paging: ServerPaging,
     stats: ExtractionStats,
     stop: threading.Event | None = None,
 ) -> Iterator[Page[Any]]:
-    """Yield every non-empty page of one search, through all its windows."""
-    pager = SearchPager(per_page)
-    memory = _WindowMemory()
+    """Yield every non-empty page of one query, through all its searches (see paging.py)."""
+    pager = SearchPager(paging)
+    memory = _SearchMemory()
     stale = 0
-    while pager.has_next and not (stop and stop.is_set()):
-        window = pager.windows
-        page = fetch({**params, **pager.request_params()}, decode)
-        try:
-            pager.update(page.received, memory.count_new(window, page.keys), page.token)
-        except StalePageError as err:
-            stale += 1
-            if stale > MAX_STALE_RETRIES:
-                raise CDRPagingError(f"{err}, {stale} times in a row; stopping") from None
-            log.warning("%s; asking for it again", err)
-            stats.add(retries=1)
-            continue
-        stale = 0
-        stats.add(pages=1, windows=int(pager.windows != window))
-        if page.received:
-            yield page
+    try:
+        while pager.has_next and not (stop and stop.is_set()):
+            request = {**params, **pager.request_params()}
+            try:
+                page = fetch(request, decode)
+            except CDRAPIError as err:
+                if not _refused_page_with_token(err, request):
+                    raise
+                pager.refused_page_with_token(str(err))
+                continue
+            try:
+                pager.update(_page_facts(page, *memory.remember(pager.searches, page.keys)))
+            except StalePageError as err:
+                stale += 1
+                if stale > MAX_STALE_RETRIES:
+                    raise CDRPagingError(f"{err}, {stale} times in a row; stopping") from None
+                log.warning("%s; asking for it again", err)
+                stats.add(retries=1)
+                continue
+            stale = 0
+            if page.received:
+                yield page
+    finally:
+        pager.close()
 
 
 @dataclass
@@ -191,6 +252,8 @@ class Extraction(Generic[T]):
     """The uuid of each row of a transformed page (a list of str or an Arrow string array)."""
     concurrency: int = 1
     stats: ExtractionStats = field(default_factory=ExtractionStats)
+    paging: ServerPaging = field(init=False)
+    """What the searches learn about the server's paging, and what proving their ends cost."""
     seen: SeenUUIDs = field(default_factory=SeenUUIDs)
     close: Callable[[], None] = lambda: None
     """Called once the run ends, however it ends (e.g. to close the HTTP session)."""
@@ -199,6 +262,9 @@ class Extraction(Generic[T]):
     _cpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _parsers: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self.paging = ServerPaging(self.per_page)
+
     def decode(self, body: bytes) -> Page[T]:
         """Bytes -> page: read_body's way if it can, else bytes -> records -> payload under the lock."""
         parsers = self._parsers
@@ -206,9 +272,10 @@ class Extraction(Generic[T]):
         if page is not None:
             return page
         with self._cpu:
-            records, token = _records_and_token(orjson.loads(body))
+            records, token, total = _records_and_token(orjson.loads(body))
             payload = self.transform(records)
-            return Page(payload, uuid_keys(self.uuids(payload, records)), len(records), token)
+            keys = uuid_keys(self.uuids(payload, records))
+            return Page(payload, keys, len(records), token, total, records_span(records))
 
     def run(self, queries: Sequence[Mapping[str, str]]) -> Iterator[T]:
         pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries)
@@ -238,7 +305,7 @@ class Extraction(Generic[T]):
 
     def _sequential(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         for params in queries:
-            yield from search_pages(self.fetch, self.decode, params, self.per_page, self.stats)
+            yield from search_pages(self.fetch, self.decode, params, self.paging, self.stats)
 
     def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         # One page waits here; a worker with the next one waits to hand it over: about a page per worker.
@@ -255,7 +322,7 @@ class Extraction(Generic[T]):
 
         def work(params: Mapping[str, str]) -> None:
             try:
-                for page in search_pages(self.fetch, self.decode, params, self.per_page, self.stats, stop):
+                for page in search_pages(self.fetch, self.decode, params, self.paging, self.stats, stop):
                     put(page)
             except BaseException as err:  # handed to the consumer, which re-raises it
                 put(_Failed(err))

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cdr.arrow_page import read_page, read_records
-from airflow_provider_cdr.extraction import _records_and_token
+from airflow_provider_cdr.extraction import _records_and_token, records_span
 from airflow_provider_cdr.records import RecordConverter
 from tests.reliability.test_bad_input_properties import records as any_records
 from tests.test_records import SAMPLE_RESPONSE, call
@@ -68,10 +68,10 @@ WELL_TYPED = st.lists(
 )
 
 
-def general_path(body: bytes) -> tuple[pa.RecordBatch, str | None, dict[str, Any]]:
+def general_path(body: bytes) -> tuple[pa.RecordBatch, str | None, int | None, dict[str, Any]]:
     converter = RecordConverter()
-    records, token = _records_and_token(orjson.loads(body))
-    return converter.to_batch(records), token, converter.counts()
+    records, token, total = _records_and_token(orjson.loads(body))
+    return converter.to_batch(records), token, total, converter.counts()
 
 
 def assert_same_as_general_path(body: bytes) -> bool:
@@ -80,9 +80,10 @@ def assert_same_as_general_path(body: bytes) -> bool:
     page = read_page(body, converter)
     if page is None:
         return False
-    batch, token, counts = general_path(body)
+    batch, token, total, counts = general_path(body)
     assert page.payload.equals(batch, check_metadata=True)
-    assert page.token == token and page.received == batch.num_rows
+    assert page.token == token and page.received == batch.num_rows and page.total == total
+    assert page.span_ms == records_span(orjson.loads(body)["records"])
     assert converter.counts() == counts
     return True
 

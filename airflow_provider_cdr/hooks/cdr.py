@@ -17,10 +17,12 @@ from requests.adapters import HTTPAdapter
 
 from airflow_provider_cdr.errors import (
     CDRAPIError,
+    CDRPagingError,
     CDRQueryError,
     redact,
 )
 from airflow_provider_cdr.extraction import Extraction, ExtractionStats
+from airflow_provider_cdr.paging import MAX_PER_PAGE
 from airflow_provider_cdr.query import CDRQuery, build_query
 from airflow_provider_cdr.ratelimit import RequestGate, shared_gate
 from airflow_provider_cdr.retry import RetryBudget, RetryPolicy, read_answer
@@ -40,6 +42,7 @@ LOOKUP_PATHS = {
     "campaigns": "/api/v2/cdr/campaigns",
     "deleted_agents": "/api/v2/cdr/deleted_agents",
 }
+MAX_LOOKUP_PAGES = 1000
 _TRANSPORT_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -84,7 +87,8 @@ class CDRHook(HttpHook):
 
     The connection's host is the base URL (``https://cc-ams03.voiso.com``) and its password the
     API key, which travels as the ``key`` query parameter and never in a log or an error. Extras:
-    ``timezone`` (IANA, the account's; default UTC), ``per_page`` (default 10000), ``timeout``,
+    ``timezone`` (IANA, the account's; default UTC), ``per_page`` (what is asked, default 10000; the
+    server may serve fewer, see :mod:`airflow_provider_cdr.paging`), ``timeout``,
     ``max_retries``, ``max_retry_wait``, ``rate_limit`` (requests/s), ``concurrency``.
 
     :param cdr_conn_id: the Airflow connection of type ``cdr``.
@@ -283,12 +287,27 @@ class CDRHook(HttpHook):
         return self._get_once(RECORDS_PATH, params)
 
     def _lookup(self, name: str) -> list[dict[str, Any]]:
-        body = self._get_once(LOOKUP_PATHS[name], {})
-        if isinstance(body, dict):  # tolerate {"agents": [...]} as well as a bare list
-            body = next((v for v in body.values() if isinstance(v, list)), [])
-        if not isinstance(body, list):
-            raise CDRAPIError(f"GET {LOOKUP_PATHS[name]} did not answer with a list", path=LOOKUP_PATHS[name])
-        return body
+        """Every row of a lookup, page by page: whether these endpoints page is not documented.
+
+        Pages are asked until one comes back empty, or the same as the one before (a server that
+        ignores `page`); a server that refuses the paging parameters is asked once without them.
+        """
+        path = LOOKUP_PATHS[name]
+        rows: list[dict[str, Any]] = []
+        previous: list[Any] | None = None
+        for page in range(1, MAX_LOOKUP_PAGES + 1):
+            try:
+                body = self._get_once(path, {"page": str(page), "per_page": str(MAX_PER_PAGE)})
+            except CDRAPIError as err:
+                if page == 1 and err.status in (400, 422):
+                    return _lookup_rows(self._get_once(path, {}), path)
+                raise
+            items = _lookup_rows(body, path)
+            if not items or items == previous:
+                return rows
+            rows.extend(items)
+            previous = items
+        raise CDRPagingError(f"GET {path} still had rows after {MAX_LOOKUP_PAGES} pages; stopping")
 
     def list_agents(self) -> list[dict[str, Any]]:
         return self._lookup("agents")
@@ -317,6 +336,15 @@ class CDRHook(HttpHook):
         except Exception as err:
             return False, redact(str(err), self._api_key)
         return True, "Connection to the CDR API works."
+
+
+def _lookup_rows(body: Any, path: str) -> list[Any]:
+    """A lookup answer's rows: a bare list, or the one list inside an object ({"agents": [...]})."""
+    if isinstance(body, dict):
+        body = next((v for v in body.values() if isinstance(v, list)), [])
+    if not isinstance(body, list):
+        raise CDRAPIError(f"GET {path} did not answer with a list", path=path)
+    return body
 
 
 def _pandas_types(arrow_type: Any) -> Any:

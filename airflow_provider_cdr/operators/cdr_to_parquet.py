@@ -14,6 +14,7 @@ from airflow_provider_cdr.arrays import bool_array
 from airflow_provider_cdr.arrow_page import read_page
 from airflow_provider_cdr.day_window import DayWindow
 from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
+from airflow_provider_cdr.extraction import Extraction
 from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
 from airflow_provider_cdr.memory import system_arrow_pool
 from airflow_provider_cdr.output import asset_uri, open_base
@@ -154,14 +155,14 @@ class CDRToParquetOperator(BaseOperator):
                 kept, outside = window.keep(batch)
                 out_of_day += outside
                 writer.write_batch(kept)
-            facts = self._facts(extraction.stats, converter, out_of_day, query, window, context)
+            facts = self._facts(extraction, converter, out_of_day, query, window, context)
             summary = writer.commit(manifest=facts)
         self._warn_if_zone_wrong(summary.rows, out_of_day, window)
         return summary, facts
 
     def _facts(
         self,
-        stats: Any,
+        extraction: Extraction[Any],
         converter: RecordConverter,
         out_of_day: int,
         query: CDRQuery,
@@ -170,6 +171,7 @@ class CDRToParquetOperator(BaseOperator):
     ) -> dict[str, Any]:
         """What the manifest says about this extraction; the query is stored without the key."""
         ti = context.get("ti")
+        stats, paging = extraction.stats, extraction.paging
         return {
             "endpoint": RECORDS_PATH,
             "query": query.as_params(),
@@ -178,6 +180,7 @@ class CDRToParquetOperator(BaseOperator):
             "slices": self.slices,
             "requests": stats.requests,
             "retries": stats.retries,
+            "paging": paging.summary(),
             "duplicates_dropped": stats.duplicates,
             "out_of_day": out_of_day,
             "coerced_values": converter.coerced,

@@ -212,14 +212,34 @@ FATAL = {
     "the same page forever": ({"rate_repeat_page": 1.0}, {}, "times in a row; stopping"),
     "a token that repeats itself": ({"repeat_token": True}, {}, "search_token"),
     "tokens always expired": ({"rate_expired_token": 1.0}, {}, "search_token expired"),
+    "a token that points back in time": ({"rate_backward_token": 1.0}, {}, "points back in time"),
 }
+# Paging that cannot add up, from servers playing a reading of the API (a ServerProfile) with a fault.
+FATAL_READINGS = {
+    "records missing while total counts records": (
+        {"rate_drop_record": 0.7},  # seed 7: a record goes missing in search 1, search 2 is whole
+        {"total": "records"},
+        r"ended after \d+ records, but the API said it holds \d+ records",
+    ),
+    "page > 1 with a token refused, tokens past the search": (
+        {},
+        {"page_with_token": "refuse", "page_cap": 1000},
+        "cannot be reached",
+    ),
+}
+FATAL_CASES = [(*case, {}) for case in FATAL.values()] + [
+    (faults, {}, message, profile) for faults, profile, message in FATAL_READINGS.values()
+]
 
 
-@pytest.mark.parametrize(("faults", "extra", "message"), FATAL.values(), ids=FATAL.keys())
+@pytest.mark.parametrize(
+    ("faults", "extra", "message", "profile"), FATAL_CASES, ids=[*FATAL.keys(), *FATAL_READINGS.keys()]
+)
 def test_an_unsurvivable_fault_fails_clearly_and_keeps_the_previous_version(
     faults: dict[str, Any],
     extra: dict[str, Any],
     message: str,
+    profile: dict[str, Any],
     big: StandIn,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -231,6 +251,7 @@ def test_an_unsurvivable_fault_fails_clearly_and_keeps_the_previous_version(
 
     point_connection(monkeypatch, big, **extra)
     big.set_faults(**faults)
+    big.set_profile(**profile)
     capfd.readouterr()
     run = land(tmp_path, BIG_DAY, "fatal", slices=1, per_page=5000, max_restarts=1)
     assert run.state == "failed"
