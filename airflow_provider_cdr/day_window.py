@@ -1,11 +1,14 @@
 """A calendar day in the account's time zone: its instants, and its time slices for the API.
 
-The API reads `start_datetime`/`end_datetime` as account-local wall-clock times, inclusive at
-second precision (whether a record at 10:59:59.700 matches `end_datetime=10:59:59` is not
-documented). So slices overlap by their boundary second, the last one ends at the next
-day's 00:00:00, and the caller keeps only records whose instant lies inside the day; the
-overlap's duplicates are dropped by uuid. Slice boundaries never sit in a DST gap or fold,
-where a local time names no instant or two.
+The API reads `start_datetime`/`end_datetime` as account-local wall-clock times at second
+precision; whether either bound is inclusive, and of the whole second or only of its first
+instant, is not documented (a record at 10:59:59.700 and `end_datetime=10:59:59`; a record at
+exactly 00:00:00.000 and `start_datetime=00:00:00`). So each slice asks from one second before
+its share of the day to one second after it: whichever way a server reads its bounds, every
+instant of the day falls inside some slice. The caller keeps only records whose instant lies
+inside the day (those of the two edge seconds were fetched on purpose and are not counted as
+out of the day); the overlaps' duplicates are dropped by uuid. Slice boundaries never sit in a
+DST gap or fold, where a local time names no instant or two.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from airflow_provider_cdr.arrays import bool_array, valid_mask, values
 from airflow_provider_cdr.query import DATETIME_FORMAT
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_SECOND = timedelta(seconds=1)
+# Records this close outside the day are asked for on purpose (the slices' one-second reach, read
+# up to the end of its second): not a sign of a wrong time zone.
+_EDGE_SECONDS = 2
 
 
 def _micros(instant: datetime) -> int:
@@ -54,9 +61,10 @@ class DayWindow:
     def keep(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
         """The batch's rows inside the day, and how many fell outside it unexpectedly.
 
-        Rows of the next day's first second are fetched on purpose (the last slice ends at the
-        next day's 00:00:00, inclusive): dropped, not counted. A row whose timestamp could not
-        be read is kept (the API returned it for this day); its raw value is in raw_values.
+        Rows of the seconds just before and after the day are fetched on purpose (the slices
+        reach a second beyond it either side): dropped, not counted. A row whose timestamp
+        could not be read is kept (the API returned it for this day); its raw value is in
+        raw_values.
         """
         stamps = batch.column("timestamp")
         micros, valid = values(stamps, np.int64), valid_mask(stamps)
@@ -66,13 +74,17 @@ class DayWindow:
             inside |= ~valid
         if inside.all():
             return batch, 0
-        in_edge_second = (micros >= end) & (micros < end + 1_000_000)
-        edge = int((in_edge_second if valid is None else in_edge_second & valid).sum())
+        margin = _EDGE_SECONDS * 1_000_000
+        fetched_on_purpose = ((micros >= start - margin) & (micros < start)) | (
+            (micros >= end) & (micros < end + margin)
+        )
+        edge = int((fetched_on_purpose if valid is None else fetched_on_purpose & valid).sum())
         kept = batch.filter(bool_array(inside))
         return kept, batch.num_rows - kept.num_rows - edge
 
     def slices(self, count: int) -> list[dict[str, str]]:
-        """`count` (or fewer, near DST changes) overlapping API windows covering the whole day."""
+        """`count` (or fewer, near DST changes) API windows covering the whole day, each reaching a second
+        beyond its share either side."""
         if count < 1:
             raise ValueError(f"slices must be at least 1, got {count}")
         marks = [datetime.combine(self.day, time(0))]
@@ -82,9 +94,18 @@ class DayWindow:
                 marks.append(local)
         marks.append(datetime.combine(self.day + timedelta(days=1), time(0)))
         return [
-            {"start_datetime": a.strftime(DATETIME_FORMAT), "end_datetime": b.strftime(DATETIME_FORMAT)}
+            {
+                "start_datetime": self._local_text(a, -_ONE_SECOND),
+                "end_datetime": self._local_text(b, _ONE_SECOND),
+            }
             for a, b in itertools.pairwise(marks)
         ]
+
+    def _local_text(self, mark: datetime, shift: timedelta) -> str:
+        """The wall-clock time one second before or after a boundary, stepped in real time: next to
+        a DST gap that lands outside the gap (an ambiguous result only widens the slice)."""
+        instant = mark.replace(tzinfo=self.tz).astimezone(timezone.utc) + shift
+        return instant.astimezone(self.tz).strftime(DATETIME_FORMAT)
 
 
 def _names_one_instant(local: datetime, tz: ZoneInfo) -> bool:

@@ -41,6 +41,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import NoReturn
 
 import orjson
 
@@ -54,6 +55,10 @@ SEARCH_WINDOW = 10_000
 MAX_IDLE_SEARCHES = 3
 # How long a search waits for another one to finish the offset test before running its own.
 OFFSET_TEST_WAIT_S = 600.0
+
+# Records of a page's edges kept by identity: enough to see where a page starts after the ties a
+# token may send again (records sharing the millisecond it resumes at).
+EDGE_KEYS = 64
 
 SERVED, ASKED = "served", "asked"
 PAGES, RECORDS = "pages", "records"
@@ -75,12 +80,18 @@ class PageFacts:
     """Records not seen in this search or the previous one (for the loop guard)."""
     fingerprint: bytes | None = None
     """Identity of the page's records in order: equal only for a repeated page."""
-    first_key: bytes | None = None
-    """Identity of the page's first record: where the page starts."""
+    head: tuple[bytes, ...] = ()
+    """Identities of the page's first records (up to EDGE_KEYS): where the page starts."""
+    tail: tuple[bytes, ...] = ()
+    """Identities of the page's last records (up to EDGE_KEYS): where the page ends."""
     first_seen: bool = False
     """Whether the page's first record came on an earlier page of the same search (the page overlaps)."""
     span_ms: tuple[int, int] | None = None
     """Instants (epoch ms) of the page's first and last record, when they could be read."""
+
+    @property
+    def first_key(self) -> bytes | None:
+        return self.head[0] if self.head else None
 
 
 def token_instant(token: str) -> int | None:
@@ -112,6 +123,8 @@ class PagingCounts:
     """Extra requests that learned where a page starts when pages come back short."""
     ends_on_the_servers_word: int = 0
     """Searches ended by a null token without proof (the server refuses page > 1 with a token)."""
+    token_tests: int = 0
+    """Extra requests that learned where tokens point (only for a server that refuses page > 1 with one)."""
 
 
 class ServerPaging:
@@ -140,6 +153,8 @@ class ServerPaging:
         self._offset_test_done = threading.Condition(self._lock)
         self._told: set[str] = set()
         self._ended: list[EndedSearch] = []
+        self.total_counts_own_search = False
+        """`total` shown to count a search's own records or pages, not everything from it on."""
 
     # -- what a new search asks ------------------------------------------------------------------
 
@@ -181,27 +196,52 @@ class ServerPaging:
             )
 
     def saw_tokens(self, previous: str | None, current: str | None) -> None:
-        """Two consecutive pages of one search carried these tokens: past the page, or past the search?"""
-        if previous is None or current is None:
-            return
-        reading = PAST_SEARCH if previous == current else PAST_PAGE
+        """Two consecutive pages of one search carried these tokens. The same token on both cannot point
+        past each page: it points past the search. Different ones prove nothing (a token may carry a
+        nonce): only `learn_token_aim` says they point past the page."""
+        if previous is not None and previous == current:
+            self.learn_token_aim(PAST_SEARCH)
+
+    def learn_token_aim(self, aim: str) -> None:
         with self._lock:
             if self.token_reading is None:
-                self.token_reading = reading
+                self.token_reading = aim
+                log.info("The CDR API's search tokens point past the %s", aim)
 
     def search_ended(self, ended: EndedSearch) -> None:
         """A search has ended: learn what `total` counts, and hold every search that ended with all it
-        held to it (the one that teaches the reading may come after one that fell short)."""
+        held to it (the one that teaches the reading may come after one that fell short).
+
+        `total` may count the search's own records (or pages), everything that matches from the search
+        on, or the whole query: all agree on a query's only search, which therefore teaches nothing;
+        the first two agree on the last search of a longer query, so a reading learned there is held
+        only against last searches, until a search that was followed by another shows that it counts
+        the search's own.
+        """
         with self._lock:
             if ended.whole:
                 self._ended.append(ended)
-            to_check = [ended] if ended.whole else []
-            if self.total_reading is None and (learned := ended.total_reading()):
-                self.total_reading, to_check = learned, self._ended
+            learned = ended.total_reading()
+            own = ended.continued and learned is not None and learned == (self.total_reading or learned)
+            if self.total_reading is None and learned is not None:
+                self.total_reading = learned
                 log.info("The CDR API's `total` counts %s; a search ends when it says so", learned)
-            if self.total_reading is not None:
-                for search in to_check:
-                    search.check(self.total_reading)
+            elif not own:
+                if self.total_reading is not None and ended.whole:
+                    self._check([ended])
+                return
+            self.total_counts_own_search = self.total_counts_own_search or own
+            self._check(self._ended)
+
+    def _check(self, searches: list[EndedSearch]) -> None:
+        reading = self.total_reading
+        for search in searches:
+            if (
+                reading is not None
+                and search.whole
+                and (self.total_counts_own_search or not search.continued)
+            ):
+                search.check(reading)
 
     # -- the offset test ---------------------------------------------------------------------------
 
@@ -244,6 +284,7 @@ class ServerPaging:
                 "empty_answers": self.counts.empty,
                 "proof_requests": self.counts.proofs,
                 "offset_test_requests": self.counts.offset_tests,
+                "token_test_requests": self.counts.token_tests,
                 "ends_on_the_servers_word": self.counts.ends_on_the_servers_word,
             }
 
@@ -259,10 +300,18 @@ class EndedSearch:
     whole: bool
     """Everything the search holds came (an empty page proved it); else it ended at 10,000 records
     with a token to go on with, which a search without a 10,000-record cap may continue."""
+    continued: bool
+    """A token led to a next search: records matched beyond this one."""
+    first: bool
+    """The query's first search (no token started it)."""
 
     def total_reading(self) -> str | None:
-        """What `total` counted in this search, when it said one thing and that tells pages from records."""
-        if len(self.totals) != 1 or self.records == self.pages:
+        """What `total` counted in this search, when it said one thing and that tells what it counts.
+
+        A query's only search tells nothing: the search's own count, what matches from it on and the
+        whole query's count are then all the same number.
+        """
+        if len(self.totals) != 1 or self.records == self.pages or (self.first and not self.continued):
             return None
         (total,) = self.totals
         return PAGES if total == self.pages else RECORDS if total == self.records else None
@@ -297,7 +346,7 @@ class _Search:
     fingerprint: bytes | None = None
     last_held: int = 0
     """Records on the latest page."""
-    short_page: int | None = None
+    short_page: tuple[int, int] | None = None
     """A page that held fewer records than asked (0: none yet)."""
 
 
@@ -326,6 +375,11 @@ class SearchPager:
         self._idle = 0
         self._test: _OffsetTest | None = None
         self._walk = False
+        self._first_search_aim: tuple[str, tuple[bytes, ...], bytes] | None = None
+        """In the query's first search: page 1's token, its last records, page 2's first record."""
+        self._page_1_tail: tuple[bytes, ...] = ()
+        self._aim_test: str | None = None
+        """Set while testing where tokens point: the refusal that asked for it."""
         self._direction = 0
         """+1 when records come oldest first, -1 newest first, 0 not known yet."""
         self._last_ms: int | None = None
@@ -345,6 +399,8 @@ class SearchPager:
     def request_params(self) -> dict[str, str]:
         """The paging parameters of the next request (the caller adds the query and the key)."""
         search = self._search
+        if self._aim_test is not None and self._first_search_aim is not None:
+            return {"page": "1", "per_page": str(search.per_page), "search_token": self._first_search_aim[0]}
         if self._test is not None:
             # Page 2 at the short page's size first (exact either way), then at the asked size.
             per_page = self._test.short if self._test.at_short is None else search.per_page
@@ -363,6 +419,9 @@ class SearchPager:
                 f"the API sent {facts.received} records for per_page={asked} (page {self.page} of search "
                 f"{self.searches}): the pages cannot be followed"
             )
+        if self._aim_test is not None:
+            self._token_aim_answer(facts)
+            return
         self._check_token_direction(facts)
         if self._test is not None:
             self._offset_test_answer(facts)
@@ -380,7 +439,15 @@ class SearchPager:
             self.server.end_offset_test(None)
 
     def refused_page_with_token(self, message: str) -> None:
-        """The API refused page > 1 together with a search_token: walk the tokens, if that is exact."""
+        """The API refused page > 1 together with a search_token: walk the tokens, if that is exact.
+
+        Walking is exact only when tokens point past their page. Unless that is known, it is tested
+        once, on the query's first search (where page 2 needed no token): page 1's token, followed,
+        must give the page that starts where page 2 started.
+        """
+        if self.server.token_reading is None and self._first_search_aim is not None:
+            self._aim_test = message
+            return
         search = self._search
         if search.latest_token is None:
             # Nothing follows when tokens point past the page, or when a server that fills pages of a
@@ -400,12 +467,16 @@ class SearchPager:
             self.server.count(ends_on_the_servers_word=1)
             self.has_next = False
             return
-        if self.server.token_reading == PAST_SEARCH:
+        if self.server.token_reading != PAST_PAGE:
+            aim = (
+                "point past the whole search"
+                if self.server.token_reading == PAST_SEARCH
+                else "may point past the whole search (where they point could not be tested)"
+            )
             raise CDRPagingError(
                 f"The CDR API refuses page={self.page} together with a search_token ({message}), and its "
-                "tokens point past the whole search (every page of a search carried the same token): the "
-                f"records after the first {self._search.received} of each further search cannot be reached "
-                "by any request. Nothing was landed."
+                f"tokens {aim}: the records after the first {self._search.received} of each further search "
+                "cannot be reached by any request. Nothing was landed."
             )
         log.warning(
             "The CDR API refuses page > 1 together with a search_token (%s): following each page's token",
@@ -422,25 +493,23 @@ class SearchPager:
             raise StalePageError(f"page {search.page} of search {self.searches} repeated the previous page")
         if search.short_page is not None and self.server.offsets == ASKED:
             raise CDRPagingError(
-                f"page {search.short_page} of search {self.searches} held fewer records than the "
+                f"page {search.short_page[0]} of search {self.searches} held fewer records than the "
                 f"{search.per_page} asked, and more followed; this API counts page offsets in asked pages, "
                 "so the records between were skipped by the server"
             )
         if search.short_page is not None:
-            self.server.saw_varying_sizes(search.short_page, search.received, search.per_page)
+            self.server.saw_varying_sizes(*search.short_page, search.per_page)
             search.short_page = None
         self.server.saw_tokens(search.latest_token if search.pages else None, facts.token)
         self._take(facts)
         if over := self._search_is_over():
-            self._ended(whole=over == "total")
+            self._ended(whole=over == "total", next_token=search.latest_token)
             self._next_search(search.latest_token)
         elif facts.received < search.per_page and search.page == 1:
             self._first_page_short(facts.received)
         else:
             if facts.received < min(search.per_page, self.server.served or search.per_page):
-                search.short_page = (
-                    search.page
-                )  # short even of the server's page size: the end, or sizes vary
+                search.short_page = (search.page, facts.received)  # the end, or page sizes vary
             search.page += 1
 
     def _empty_answer(self, facts: PageFacts) -> None:
@@ -454,8 +523,22 @@ class SearchPager:
         continued = facts.token is not None and facts.token != search.latest_token
         self.server.count(empty=1, proofs=int(not continued and (search.pages > 0 or self.searches > 1)))
         if not continued:
-            self._ended(whole=True)
+            self._ended(whole=True, next_token=facts.token or search.latest_token)
         self._next_search(facts.token or search.latest_token)
+
+    def _token_aim_answer(self, facts: PageFacts) -> None:
+        """Page 1's token, followed: it points past the page iff this page starts where page 2 did."""
+        assert self._aim_test is not None and self._first_search_aim is not None
+        message, self._aim_test = self._aim_test, None
+        self.server.count(token_tests=1)
+        _, page_1_tail, page_2_start = self._first_search_aim
+        # Past the page: the followed page starts where page 2 did, maybe after ties of page 1's end
+        # sent again.
+        head = list(facts.head)
+        past_page = page_2_start in head and set(head[: head.index(page_2_start)]) <= set(page_1_tail)
+        self.server.learn_token_aim(PAST_PAGE if past_page else PAST_SEARCH)
+        self._first_search_aim = None
+        self.refused_page_with_token(message)
 
     def _walk_answer(self, facts: PageFacts) -> None:
         """Token by token, page 1 each time: the end is an empty page or a page without a token."""
@@ -469,6 +552,10 @@ class SearchPager:
 
     def _take(self, facts: PageFacts) -> None:
         search = self._search
+        if search.token is None and search.pages == 1 and search.latest_token and facts.first_key:
+            self._first_search_aim = (search.latest_token, self._page_1_tail, facts.first_key)
+        if search.token is None and search.pages == 0:
+            self._page_1_tail = facts.tail
         search.received += facts.received
         search.new += facts.new
         search.pages += 1
@@ -495,11 +582,17 @@ class SearchPager:
         held = {PAGES: search.page, RECORDS: search.received}.get(self.server.total_reading or "")
         return "total" if held is not None and held >= total else None
 
-    def _ended(self, *, whole: bool) -> None:
+    def _ended(self, *, whole: bool, next_token: str | None) -> None:
         search = self._search
         self.server.search_ended(
             EndedSearch(
-                f"search {self.searches}", frozenset(search.totals), search.received, search.pages, whole
+                name=f"search {self.searches}",
+                totals=frozenset(search.totals),
+                records=search.received,
+                pages=search.pages,
+                whole=whole,
+                continued=next_token is not None,
+                first=search.token is None,
             )
         )
 
@@ -558,25 +651,25 @@ class SearchPager:
             self.has_next = False
             return
         if token == search.token or token in self._followed:
-            if self._walk:
-                raise CDRPagingError(
-                    f"the API refuses page > 1 together with a search_token, and walking its tokens a page at "
-                    f"a time came back to token {token[:12]}... (search {self.searches}): records it sends "
-                    "again at a token's edge fill a whole page, so the records after them cannot be reached. "
-                    "Nothing was landed."
-                )
-            raise CDRPagingError(
-                f"the API returned search_token {token[:12]}... a second time (search {self.searches}); "
-                "stopping instead of looping"
+            self._stuck(
+                f"the API returned search_token {token[:12]}... a second time (search {self.searches})"
             )
         self._idle = 0 if search.new else self._idle + 1
         if self._idle > MAX_IDLE_SEARCHES:
-            raise CDRPagingError(
-                f"{self._idle} searches in a row brought no new record; stopping instead of looping"
-            )
+            self._stuck(f"{self._idle} searches in a row brought no new record")
         self._followed.add(token)
         self.searches += 1
         self._search = _Search(token=token, per_page=self.server.first_per_page())
+
+    def _stuck(self, what: str) -> NoReturn:
+        """The paging goes round in circles: say so, and why when the tokens are walked."""
+        if self._walk:
+            raise CDRPagingError(
+                f"{what}: the API refuses page > 1 together with a search_token, and walking its tokens a page "
+                "at a time gets no further (the records it sends again at a token's edge fill a whole page), "
+                "so the records after them cannot be reached. Nothing was landed."
+            )
+        raise CDRPagingError(f"{what}; stopping instead of looping")
 
     def _check_token_direction(self, facts: PageFacts) -> None:
         """A token must resume at or beyond the last record received, in the order records come."""

@@ -49,7 +49,8 @@ def facts(
         total=total,
         new=received,
         fingerprint=f"{start}:{received}".encode() if received else None,
-        first_key=str(start).encode() if received else None,
+        head=tuple(str(n).encode() for n in range(start, start + min(received, 64))),
+        tail=tuple(str(n).encode() for n in range(max(start, start + received - 64), start + received)),
         span_ms=span,
     )
 
@@ -161,11 +162,7 @@ def test_tokens_are_followed_only_once_the_search_has_ended(reading: str) -> Non
         if k < 10:
             assert p.request_params() == {"page": str(k + 1), "per_page": "1000"}
     assert p.request_params() == {"page": "1", "per_page": "1000", "search_token": "end"}
-    expected = {
-        "last": None,
-        "every page, past the search": PAST_SEARCH,
-        "every page, past the page": PAST_PAGE,
-    }
+    expected = {"last": None, "every page, past the search": PAST_SEARCH, "every page, past the page": None}
     assert p.server.token_reading == expected[reading]
 
 
@@ -193,15 +190,41 @@ def test_an_unbounded_search_pages_past_ten_thousand_without_a_token() -> None:
 @pytest.mark.parametrize(("total", "reading"), [(3, PAGES), (2500, RECORDS)])
 def test_a_learned_total_ends_later_searches_without_a_proof(total: int, reading: str) -> None:
     server = ServerPaging(1000)
-    first = pager(server=server)
+    first = pager(server=server)  # a query of two searches: 10,000 records, then 2,500
+    for k in range(10):
+        first.update(facts(1000, "t1", total=10 if reading == PAGES else 10_000, start=k * 1000))
     for k in range(3):
-        first.update(facts(1000 if k < 2 else 500, total=total, start=k * 1000))
-    first.update(facts(0, total=total))
-    assert server.total_reading == reading and server.counts.proofs == 1
+        first.update(facts(1000 if k < 2 else 500, total=total, start=10_000 + k * 1000))
+    assert server.total_reading == reading and server.counts.proofs == 0
     second = pager(server=server)
     for k in range(3):
         second.update(facts(1000 if k < 2 else 500, total=total, start=k * 1000))
-    assert not second.has_next and server.counts.proofs == 1
+    assert not second.has_next and server.counts.proofs == 0
+
+
+def test_a_querys_only_search_does_not_teach_what_total_counts() -> None:
+    """The search's own count, what matches from it on, and the whole query's are then one number."""
+    server = ServerPaging(1000)
+    p = pager(server=server)
+    p.update(facts(1000, total=1500))
+    p.update(facts(500, total=1500, start=1000))
+    p.update(facts(0, total=1500))
+    assert server.total_reading is None
+
+
+def test_a_total_of_the_whole_query_is_never_taken_for_a_searchs() -> None:
+    server = ServerPaging(1000)
+    p = pager(server=server)
+    for k in range(6):  # searches of 6,000 records, total = the query's 14,532
+        p.update(facts(1000, "t1", total=14_532, start=k * 1000))
+    p.update(facts(0, "t1", total=14_532))
+    for k in range(6):
+        p.update(facts(1000, "t2", total=14_532, start=6000 + k * 1000))
+    p.update(facts(0, "t2", total=14_532))
+    for k in range(3):
+        p.update(facts(1000 if k < 2 else 532, total=14_532, start=12_000 + k * 1000))
+    p.update(facts(0, total=14_532))
+    assert not p.has_next and server.total_reading is None
 
 
 def test_a_total_of_no_known_reading_is_never_relied_on() -> None:
@@ -231,13 +254,13 @@ def test_a_search_that_fell_short_fails_once_a_later_one_teaches_what_total_coun
     short.update(facts(999, total=2000, start=1000))  # one record missing: no reading fits yet
     short.update(facts(0, total=2000))
     assert server.total_reading is None
-    clean = pager(server=server)
-    clean.update(facts(1000, total=1500))
-    clean.update(facts(500, total=1500, start=1000))
+    clean = pager(server=server)  # 10,000 records and a token, in which total counts the search's
+    for k in range(9):
+        clean.update(facts(1000, "t1", total=10_000, start=k * 1000))
     with pytest.raises(
         CDRPagingError, match="search 1 ended after 1999 records, but the API said it holds 2000"
     ):
-        clean.update(facts(0, total=1500))
+        clean.update(facts(1000, "t1", total=10_000, start=9000))
 
 
 def test_a_total_that_changes_within_a_search_is_not_relied_on() -> None:
@@ -306,16 +329,20 @@ def test_a_token_at_the_last_records_millisecond_is_not_backwards() -> None:
     assert token_instant(token(DAY_MS)) == DAY_MS and token_instant("not-a-token") is None
 
 
-def test_a_refused_page_with_a_token_walks_tokens_that_point_past_the_page() -> None:
+def test_a_refused_page_with_a_token_walks_tokens_once_they_prove_to_point_past_the_page() -> None:
     server = ServerPaging(1000)
     p = pager(server=server)
     p.update(facts(1000, "p1"))
     p.update(facts(1000, "p2", start=1000))
-    assert server.token_reading == PAST_PAGE
+    assert server.token_reading is None  # different tokens prove nothing: a token may carry a nonce
     for k in range(3, 11):
         p.update(facts(1000, f"p{k}", start=(k - 1) * 1000))
     p.update(facts(1000, "p11", start=10_000))  # search 2, page 1
     p.refused_page_with_token("HTTP 422")
+    # The test: page 1's token of the first search must lead to where its page 2 started.
+    assert p.request_params() == {"page": "1", "per_page": "1000", "search_token": "p1"}
+    p.update(facts(1000, "p2", start=1000))
+    assert server.token_reading == PAST_PAGE and server.counts.token_tests == 1
     assert p.request_params() == {"page": "1", "per_page": "1000", "search_token": "p11"}
     p.update(facts(1000, "p12", start=11_000))
     p.update(facts(10, None, start=12_000))
@@ -329,6 +356,29 @@ def test_a_refused_page_with_a_token_that_points_past_the_search_fails_loudly() 
     p.update(facts(1000, "s2", start=10_000))
     with pytest.raises(CDRPagingError, match="cannot be reached"):
         p.refused_page_with_token("HTTP 422")
+
+
+def test_the_token_test_sees_past_ties_sent_again() -> None:
+    """A token past page 1 that resumes at its last record's millisecond sends that record again first."""
+    p = pager(1000)
+    for k in range(1, 11):
+        p.update(facts(1000, f"p{k}", start=(k - 1) * 1000))
+    p.update(facts(1000, "p11", start=10_000))
+    p.refused_page_with_token("HTTP 422")
+    p.update(facts(1000, "p2'", start=998))  # records 998 and 999 again, then page 2's from 1000 on
+    assert p.server.token_reading == PAST_PAGE
+
+
+def test_unique_tokens_that_point_past_the_search_are_found_out_and_fail_loudly() -> None:
+    """Tokens with a nonce differ on every page although they all point past the search."""
+    p = pager(1000)
+    for k in range(1, 11):
+        p.update(facts(1000, f"s1-nonce{k}", start=(k - 1) * 1000))
+    p.update(facts(1000, "s2-nonce1", start=10_000))
+    p.refused_page_with_token("HTTP 422")
+    assert p.request_params()["search_token"] == "s1-nonce1"
+    with pytest.raises(CDRPagingError, match="point past the whole search"):
+        p.update(facts(1000, "s2-nonce2", start=10_000))  # page 1's token led past the search
 
 
 def test_searches_wait_for_one_offset_test_instead_of_each_running_their_own() -> None:

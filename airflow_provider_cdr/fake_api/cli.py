@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=float, default=None)
     parser.add_argument("--latency-per-record-us", type=float, default=None)
     parser.add_argument(
+        "--hour-edges",
+        action="store_true",
+        help="put a record at the first millisecond of every hour (hh:00:00.000), where a day's slices "
+        "meet: with --start-bound exclusive or --end-bound exclusive they test a client's windows",
+    )
+    parser.add_argument(
         "--tie-group",
         type=_positive_int,
         default=1,
@@ -124,6 +130,7 @@ def build_server(args: argparse.Namespace) -> StandInServer:
         now=args.now,
         ingest_lag_s=args.ingest_lag_s,
         tie_group=args.tie_group,
+        hour_edges=args.hour_edges,
     )
     profile = ServerProfile.from_mapping(
         {name: getattr(args, name) for name in ServerProfile.field_names() if hasattr(args, name)}

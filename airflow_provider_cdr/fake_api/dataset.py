@@ -234,7 +234,9 @@ class CDRDataset:
     available (None: the real clock). With `tie_group` > 1 every run of that many
     consecutive records of a day (newest first) shares one millisecond, so search
     and page edges fall inside groups of ties (unless they fall between two runs).
-    Day tables (about 650 bytes a record) stay in an LRU of up to `cache_records`
+    With `hour_edges`, a record sits at the first millisecond of every hour of the
+    day (hh:00:00.000), where slices of a day meet: whether a client's windows
+    reach them depends on how the server reads its datetime bounds. Day tables (about 650 bytes a record) stay in an LRU of up to `cache_records`
     records (two days of a million and more: a day's last slice reaches into the
     next day), always keeping the latest day used.
     """
@@ -252,6 +254,7 @@ class CDRDataset:
         ingest_lag_s: float = 0.0,
         cache_records: int = 2_500_000,
         tie_group: int = 1,
+        hour_edges: bool = False,
     ) -> None:
         if records_per_day < 0 or not 0.0 <= type_drift <= 1.0:
             raise ValueError("records_per_day must be >= 0 and type_drift within 0..1")
@@ -267,6 +270,7 @@ class CDRDataset:
         self.now = None if now is None else aware(now)
         self.ingest_lag_s = ingest_lag_s
         self.tie_group = tie_group
+        self.hour_edges = hour_edges
         self._cache: OrderedDict[date, DayTable] = OrderedDict()
         self._cache_records = cache_records
         self._cache_lock = threading.Lock()
@@ -383,6 +387,8 @@ class CDRDataset:
         if self.tie_group > 1:
             tie_rng = np.random.default_rng([self.seed, day.toordinal(), count, self.tie_group, 0x7135])
             offsets = _tied_offsets(tie_rng, count, self.tie_group, end_ms - start_ms)
+        if self.hour_edges:
+            _put_on_the_hours(offsets, end_ms - start_ms)
         instants = start_ms + offsets
         raw = _uuid_bytes(rng, self.seed, day, count)
         order = np.lexsort(
@@ -677,6 +683,12 @@ def _spread(rng: np.random.Generator, n: int, length_ms: int) -> np.ndarray:
         leaders = np.repeat(members[np.cumsum(sizes) - sizes], sizes)[: members.size]
         offsets[members] = offsets[leaders]
     return offsets
+
+
+def _put_on_the_hours(offsets: np.ndarray, length_ms: int) -> None:
+    """Move records 2, 3, ... to the first millisecond of each hour after the day's first (in place)."""
+    hours = np.arange(3_600_000, length_ms, 3_600_000, dtype=np.int64)[: max(offsets.size - 2, 0)]
+    offsets[2 : 2 + hours.size] = hours
 
 
 def _tied_offsets(rng: np.random.Generator, n: int, group: int, length_ms: int) -> np.ndarray:

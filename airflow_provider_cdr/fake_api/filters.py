@@ -64,9 +64,13 @@ class Cursor:
     uuid: str
 
 
-def encode_token(cursor: Cursor) -> str:
-    """The search_token: urlsafe base64 of [epoch ms, "cdr_item#<uuid>"], like the vendor's."""
-    return base64.urlsafe_b64encode(orjson.dumps([cursor.ms, _TOKEN_PREFIX + cursor.uuid])).decode("ascii")
+def encode_token(cursor: Cursor, nonce: int | None = None) -> str:
+    """The search_token: urlsafe base64 of [epoch ms, "cdr_item#<uuid>"], like the vendor's; with a
+    nonce as a third item, two tokens for the same place differ."""
+    items: list[object] = [cursor.ms, _TOKEN_PREFIX + cursor.uuid]
+    if nonce is not None:
+        items.append(nonce)
+    return base64.urlsafe_b64encode(orjson.dumps(items)).decode("ascii")
 
 
 def decode_token(token: str) -> Cursor:
@@ -77,7 +81,7 @@ def decode_token(token: str) -> Cursor:
         raise ValueError("undecodable search_token") from exc
     if (
         not isinstance(decoded, list)
-        or len(decoded) != 2
+        or len(decoded) not in (2, 3)
         or type(decoded[0]) is not int
         or not isinstance(decoded[1], str)
         or not decoded[1].startswith(_TOKEN_PREFIX)
@@ -207,7 +211,9 @@ def _items(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def parse_query(params: Mapping[str, str], tz: ZoneInfo) -> Query:
+def parse_query(
+    params: Mapping[str, str], tz: ZoneInfo, *, start_bound: str = "inclusive", end_bound: str = "second"
+) -> Query:
     """Parse every filter parameter (paging ignored); raise ParamError listing all bad ones."""
     errors: dict[str, list[str]] = {}
     predicates: list[Predicate] = []
@@ -263,16 +269,31 @@ def parse_query(params: Mapping[str, str], tz: ZoneInfo) -> Query:
     for name, (column, mode) in _TEXTS.items():
         if name in given:
             predicates.append(Text(column, mode, given[name].strip()))
-    lo_ms, hi_ms = _bounds(given, tz, bad)
+    lo_ms, hi_ms = _bounds(given, tz, bad, start_bound, end_bound)
     if errors:
         raise ParamError(errors)
     return Query(lo_ms, hi_ms, tuple(predicates))
 
 
+# How far past a datetime bound's first millisecond the bound reaches, by reading: the range is
+# [start + START_REACH, end + END_REACH] in epoch ms.
+START_REACH = {"inclusive": 0, "exclusive": 1}
+END_REACH = {"second": 999, "instant": 0, "exclusive": -1}
+
+
 def _bounds(
-    given: Mapping[str, str], tz: ZoneInfo, bad: Callable[[str], None]
+    given: Mapping[str, str],
+    tz: ZoneInfo,
+    bad: Callable[[str], None],
+    start_bound: str = "inclusive",
+    end_bound: str = "second",
 ) -> tuple[int | None, int | None]:
-    """Date/datetime parameters as an inclusive epoch-ms range in the account's time zone."""
+    """Date/datetime parameters as an inclusive epoch-ms range in the account's time zone.
+
+    Dates cover whole days. A datetime bound is read as `start_bound` (`inclusive` from its first
+    millisecond, or `exclusive`: strictly after it) and `end_bound` (`second`: to the end of its
+    second, `instant`: to its first millisecond, `exclusive`: strictly before it).
+    """
     lows: list[int] = []
     highs: list[int] = []
     for name, pattern, is_start in (
@@ -291,10 +312,9 @@ def _bounds(
                 local = datetime.combine(local.date() + timedelta(days=1), time(), tzinfo=tz)
                 highs.append(_ms(local) - 1)
             elif is_start:
-                lows.append(_ms(local))
+                lows.append(_ms(local) + (START_REACH[start_bound] if pattern is _DATETIME else 0))
             else:
-                # Second precision: a record at hh:mm:ss.700 still matches end_datetime=hh:mm:ss.
-                highs.append(_ms(local) + 999)
+                highs.append(_ms(local) + END_REACH[end_bound])
         except (ValueError, OverflowError, OSError):
             bad(name)
     return (max(lows) if lows else None), (min(highs) if highs else None)
@@ -328,13 +348,15 @@ def parse_paging(params: Mapping[str, str]) -> Paging:
     return Paging(page, per_page, cursor)
 
 
-def parse_request(params: Mapping[str, str], tz: ZoneInfo) -> tuple[Query, Paging]:
+def parse_request(
+    params: Mapping[str, str], tz: ZoneInfo, *, start_bound: str = "inclusive", end_bound: str = "second"
+) -> tuple[Query, Paging]:
     """Both halves of a records request, with the errors of both in one ParamError."""
     errors: dict[str, list[str]] = {}
     query: Query | None = None
     paging: Paging | None = None
     try:
-        query = parse_query(params, tz)
+        query = parse_query(params, tz, start_bound=start_bound, end_bound=end_bound)
     except ParamError as exc:
         errors.update(exc.errors)
     try:

@@ -27,6 +27,11 @@ one switch at a time (CLI flags, POST /_admin/profile, `StandIn(profile=...)`).
   millisecond ("resend": records sharing it come again, like the edge_repeat fault).
 - lookup_paging: the lookup routes "ignore" page/per_page (the whole list), or
   "honour" them (still a bare JSON list, one page of it).
+- token_nonce: "on" gives every token a nonce: tokens for the same place differ, so
+  their text says nothing about where they point.
+- start_bound / end_bound: how start_datetime and end_datetime (whole seconds) bound
+  a search: from the start's first millisecond or strictly after it; to the end of
+  the end's second, to its first millisecond, or strictly before it.
 
 Counting "matches", or an unbounded search, reads every matching day of the
 query: cheap on test datasets, slow for an open range over big days.
@@ -107,6 +112,24 @@ class ServerProfile:
         "ignore",
         ("ignore", "honour"),
         "the lookup routes return the whole list (ignore) or one page of it by page/per_page (honour)",
+    )
+    token_nonce: str = _choice(
+        "off",
+        ("off", "on"),
+        "on: every token carries a nonce, so two tokens for the same place differ (and the same token "
+        "never comes twice)",
+    )
+    start_bound: str = _choice(
+        "inclusive",
+        ("inclusive", "exclusive"),
+        "start_datetime matches records from its first millisecond on (inclusive), or only strictly "
+        "after it (exclusive: a record at exactly hh:mm:ss.000 is left out)",
+    )
+    end_bound: str = _choice(
+        "second",
+        ("second", "instant", "exclusive"),
+        "end_datetime matches records up to the end of its second (second), up to its first millisecond "
+        "(instant), or only strictly before it (exclusive)",
     )
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ def _start(tie_group: int) -> StandIn:
         now=NOW,
         day_profiles={**DAYS, BIG_DAY: BIG_DAY_SIZE},
         tie_group=tie_group,
+        hour_edges=True,
         in_process=True,
     ).start()
 
@@ -25,7 +26,8 @@ def _start(tie_group: int) -> StandIn:
 @pytest.fixture(scope="session")
 def readings_stand_ins() -> Iterator[dict[int, StandIn]]:
     """Two datasets of the same days: every record on its own millisecond, and runs of 7 records
-    sharing one millisecond (so search and page edges fall inside groups of ties)."""
+    sharing one millisecond (so search and page edges fall inside groups of ties); both with a record
+    on the first millisecond of every hour, where a day's slices meet."""
     servers = {tie_group: _start(tie_group) for tie_group in (1, 7)}
     yield servers
     for server in servers.values():

@@ -57,7 +57,7 @@ def _matrix() -> list[tuple[str, dict[str, Any]]]:
         {"total": "pages"},
         {"total": "records", "edge_ties": "resend"},
         {"total": "absent", "search_size": None},
-        {"total": "matches", "page_with_token": "refuse"},
+        {"total": "matches", "page_with_token": "refuse", "token_nonce": "on"},
         {"total": "absent", "edge_ties": "resend", "page_with_token": "refuse"},
         {"total": "records", "search_size": None, "edge_ties": "resend"},
     ]
@@ -80,7 +80,14 @@ def can_be_exact(fields: Mapping[str, Any], per_page: int) -> bool:
     past the page (the rest of each further search is unreachable) or resume at their whole
     millisecond (a page no larger than the records sharing it never gets past them)."""
     profile = ServerProfile.from_mapping(fields)
-    if profile.page_with_token != "refuse" or profile.search_size is None:
+    if profile.page_with_token != "refuse":
+        return True
+    if profile.edge_ties == "resend":
+        # Walking tokens (the only way past a search then) re-reads the ties at each token's edge: a
+        # page no larger than them never gets further. (With an unbounded search, paging on by number
+        # past 10,000 records would; the client follows the token there, and then fails loudly.)
+        return False
+    if profile.search_size is None:
         return True
     walkable = profile.token_on == "every" and profile.token_points == "page" and profile.edge_ties == "skip"
     whole_search_a_page = (
@@ -102,7 +109,9 @@ def exact_or_clear_failure(fields: Mapping[str, Any], per_page: int) -> Iterator
         outcome[0] = True
 
 
-def request_bound(pages_with_records: int, queries: int) -> int:
+def request_bound(pages_with_records: int, queries: int, token_tests: int = 0) -> int:
     """The most requests the client may make without faults: every page that held records (which
-    any client needs), one empty answer per query to prove its end, one offset test."""
-    return pages_with_records + queries + 1
+    any client needs), one empty answer per query to prove its end, one offset test, and (only from a
+    server that refuses page > 1 with a token) one test per query of where its tokens point."""
+    assert token_tests <= queries
+    return pages_with_records + queries + 1 + token_tests
