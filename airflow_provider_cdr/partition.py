@@ -34,24 +34,38 @@ the day is absent, never mixed; a crash there leaves the old version in
 ``.cdr-staging/.date=YYYY-MM-DD.previous-<id>``, which the next writer of that day puts back.
 A writer killed mid-day leaves only its staging directory, which the next writer of
 that day deletes; the committed version is never touched before the swap. Other days
-are never touched.
+are never touched. A write that fails midway (a full disk, ENOSPC) aborts the same way:
+the staging directory is deleted, the previous version stays, and the error raised is the
+one that stopped the write, not one from the clean-up.
 
 *Object storage (S3 and others).* An object appears only when its upload completes,
 so no half-written file is ever visible, but there is no atomic rename of a prefix.
 The new files are written next to the old ones; the commit point is one PUT of
-``_manifest.json`` naming the new files, after which the old files are deleted. So a
-reader that globs ``date=YYYY-MM-DD/*.parquet`` may, during a rewrite, see the old
-files plus some or all of the new ones (double counting that day), and after a crash
-the finished files of the crashed run stay until the next writer of that day deletes
-them (it deletes every ``part-*.parquet`` the current manifest does not list, at start
-and at commit). A reader that opens ``_manifest.json`` and reads the files it lists
-always sees exactly one complete version. An abort deletes the run's own objects and
-cancels the upload in flight. Multipart uploads left by a killed process stay invisible
-and are reclaimed by the bucket's lifecycle rule for incomplete uploads.
+``_manifest.json`` naming the new files (conditional on the manifest this writer saw),
+after which the files no manifest lists any more are deleted. So a reader that globs
+``date=YYYY-MM-DD/*.parquet`` may, during a rewrite, see the old files plus some or all
+of the new ones (double counting that day), and after a crash or a failed clean-up the
+files left over until the next commit of that day. A reader that opens
+``_manifest.json`` and reads the files it lists always sees exactly one complete
+version. An abort deletes the run's own objects and cancels the upload in flight.
+Multipart uploads left by a killed process stay invisible and are reclaimed by the
+bucket's lifecycle rule for incomplete uploads. The protocol (a lease per day, the
+conditional commit, what is deleted when and why that is safe) is in ``object_store``.
 
-Two writers of the same day at once are not supported. On local disk a writer refuses
-to start while another live writer's staging directory exists (detected with a lock
-on that directory); on object storage nothing detects it.
+*Two writers of the same day at once.* At most one version is committed at a time and
+the day is always exactly one complete version; the second writer fails with
+:class:`PartitionBusyError` naming the holder, having deleted nothing of anyone else's.
+On local disk the writer holds an exclusive ``flock`` on
+``.cdr-staging/.date=YYYY-MM-DD.lock`` from open to commit or abort; the kernel drops it
+when the process dies, so a killed writer never blocks the day. On object storage the
+writer holds the day's lease (``lease``), taken and renewed by conditional PUTs; a writer
+that died blocks its day until its lease expires (``lease_ttl``, 10 minutes by default).
+
+The manifest also keeps ``complete`` (what :meth:`DayPartitionWriter.commit` was told),
+``versions`` (when each of the last 20 versions was committed, by which run, how many
+rows, complete or not, carried forward from the manifest it replaces) and
+``superseded_files`` (the files of the version it replaced, for a later writer to delete
+if this one's clean-up failed).
 
 The manifest holds the caller's ``manifest`` dict under ``"extraction"`` and nothing
 else that could be secret; keys that name credentials (``key``, ``api_key``,
@@ -68,14 +82,15 @@ import functools
 import json
 import logging
 import os
-import posixpath
 import re
 import secrets
 import shutil
+import socket
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -83,7 +98,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_cdr.lease import (
+    DEFAULT_LEASE_TTL,
+    LeaseLostError,
+    LeaseUnavailableError,
+    PartitionBusyError,
+)
 from airflow_provider_cdr.memory import release_unused
+from airflow_provider_cdr.object_store import (
+    MANIFEST_NAME,
+    CleanupIncompleteError,
+    CommitUncertainError,
+    ObjectPartitionStore,
+)
 from airflow_provider_cdr.schema import CDR_SCHEMA, DICTIONARY_COLUMNS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -92,7 +119,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "_manifest.json"
+__all__ = [
+    "MANIFEST_NAME",
+    "CleanupIncompleteError",
+    "CommitUncertainError",
+    "DayPartitionWriter",
+    "LeaseLostError",
+    "LeaseUnavailableError",
+    "PartitionBusyError",
+    "PartitionSummary",
+    "read_manifest",
+]
+
+MAX_VERSIONS = 20
 _LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 _SECRET_KEYS = frozenset(
     {"key", "api_key", "apikey", "password", "passwd", "secret", "token", "access_token", "authorization"}
@@ -128,6 +167,7 @@ class _PartitionStore(Protocol):
     manifest_path: str
 
     def open(self) -> None: ...
+    def previous_manifest(self) -> Mapping[str, Any] | None: ...
     def create(self, name: str) -> IO[bytes]: ...
     def finish(self, name: str, handle: IO[bytes]) -> int: ...
     def discard(self, name: str, handle: IO[bytes]) -> None: ...
@@ -195,10 +235,94 @@ def _not_writable(base: Path, err: OSError) -> OSError:
     return OSError(err.errno, f"CDR partition base {base} is not writable: {err.strerror}")
 
 
+class _DayLock:
+    """An exclusive flock on ``{base}/.cdr-staging/.date=YYYY-MM-DD.lock``, held from open to commit or
+    abort. The kernel drops it when the process dies, so a killed writer never blocks the day.
+
+    The holder deletes the file when it is done (the base is left holding only partitions). A
+    writer that opened the file just before that deletion locks an unlinked inode: it sees that
+    the path no longer leads to the inode it locked, and starts again.
+    """
+
+    def __init__(self, path: Path, location: str) -> None:
+        self.path = path
+        self.location = location
+        self._descriptor: int | None = None
+
+    def acquire(self, holder: Mapping[str, Any]) -> None:
+        for _ in range(3):
+            # A writer of another day may remove the (empty) staging root between these two steps.
+            self.path.parent.mkdir(exist_ok=True)
+            try:
+                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                raise self._busy() from None
+            if self._leads_to(descriptor):
+                self._descriptor = descriptor
+                self._record(holder)
+                return
+            os.close(descriptor)
+        raise PartitionBusyError(f"Could not lock {self.path}: it changed hands 3 times while trying")
+
+    def release(self) -> None:
+        if self._descriptor is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # while still holding it: see the class docstring
+        os.close(self._descriptor)
+        self._descriptor = None
+
+    def _leads_to(self, descriptor: int) -> bool:
+        try:
+            on_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(descriptor)
+        return (on_path.st_dev, on_path.st_ino) == (held.st_dev, held.st_ino)
+
+    def _record(self, holder: Mapping[str, Any]) -> None:
+        """Who holds the lock, for the message of a writer it refuses; best effort (the disk may be full)."""
+        assert self._descriptor is not None
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._descriptor, 0)
+            os.pwrite(self._descriptor, json.dumps(dict(holder)).encode(), 0)
+
+    def _busy(self) -> PartitionBusyError:
+        holder = self._holder_of_lock()
+        who = (
+            f"run {holder['run_id']} (pid {holder['pid']} on {holder['host']}, since {holder['since']})"
+            if holder
+            else "another process"
+        )
+        return PartitionBusyError(
+            f"Another writer is writing {self.location} now: {who} holds the day's lock {self.path} "
+            "until it commits, aborts or dies. Refusing to write the same day concurrently."
+        )
+
+    def _holder_of_lock(self) -> dict[str, Any] | None:
+        """What the holder recorded; it writes that just after taking the lock, so allow it a moment."""
+        deadline = time.monotonic() + 0.5
+        while True:
+            try:
+                holder: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+                if {"run_id", "pid", "host", "since"} <= set(holder):
+                    return holder
+            except (OSError, ValueError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+
 class _LocalStore:
     """Stages a day in a hidden directory and swaps it in atomically."""
 
-    def __init__(self, base: Path, day_dir: str, token: str) -> None:
+    def __init__(self, base: Path, day_dir: str, token: str, holder: Mapping[str, Any]) -> None:
         _check_local_base(base)
         self.base = base
         self.day_dir = day_dir
@@ -209,22 +333,49 @@ class _LocalStore:
         self.aside = self.staging_root / f".{day_dir}.previous-{token}"
         self.location = str(self.target)
         self.manifest_path = str(self.target / MANIFEST_NAME)
+        self.day_lock = _DayLock(self.staging_root / f".{day_dir}.lock", self.location)
+        self._holder = holder
         self._lock: int | None = None
+        self._previous: dict[str, Any] | None = None
 
     def open(self) -> None:
         try:
             self.base.mkdir(parents=True, exist_ok=True)
+            self.day_lock.acquire(self._holder)
         except OSError as err:
             raise _not_writable(self.base, err) from None
+        try:
+            self._prepare()
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self._release()
+            raise
+
+    def previous_manifest(self) -> Mapping[str, Any] | None:
+        return self._previous
+
+    def _prepare(self) -> None:
+        """Under the day's lock: repair what a crashed writer left, read the live version, stage."""
         self._restore_interrupted_swap()
         self._remove_stale_staging()
+        self._previous = self._read_live_manifest()
         try:
-            self._make_staging()
+            self.staging.mkdir()  # its parent holds our lock file, so no other writer removes it now
         except OSError as err:
             raise _not_writable(self.base, err) from None
-        # Held until the commit or abort (or the process's death): tells other writers we are live.
+        # Also a lock on the staging directory itself: what writers of earlier releases look for.
         self._lock = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _read_live_manifest(self) -> dict[str, Any] | None:
+        try:
+            manifest: dict[str, Any] = json.loads((self.target / MANIFEST_NAME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("%s is not JSON; the new version is written without its history", self.manifest_path)
+            return None
+        return manifest
 
     def create(self, name: str) -> IO[bytes]:
         # Closed by finish() or discard(), not here.
@@ -238,7 +389,9 @@ class _LocalStore:
         return size
 
     def discard(self, name: str, handle: IO[bytes]) -> None:
-        handle.close()
+        # Closing flushes what is buffered, which fails again on a full disk; the file goes with the staging.
+        with contextlib.suppress(OSError):
+            handle.close()
 
     def commit(self, manifest: bytes, names: list[str]) -> None:
         with open(self.staging / MANIFEST_NAME, "xb") as handle:
@@ -252,27 +405,14 @@ class _LocalStore:
         _fsync_directory(self.base)
 
     def clean_up(self, names: list[str]) -> None:
-        self._release()
         # The old version now sits under the staging (or aside) name; the new one is live.
         for leftover in (self.staging, self.aside):
             shutil.rmtree(leftover, ignore_errors=True)
-        self._remove_staging_root()
+        self._release()
 
     def abort(self, names: list[str]) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
         self._release()
-        self._remove_staging_root()
-
-    def _make_staging(self) -> None:
-        # A writer of another day may remove the (empty) staging root between our two mkdirs.
-        for attempt in range(3):
-            self.staging_root.mkdir(exist_ok=True)
-            try:
-                self.staging.mkdir()
-                return
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
 
     def _remove_staging_root(self) -> None:
         """Leave the base holding only partitions; another day's writer may still be staging there."""
@@ -288,9 +428,12 @@ class _LocalStore:
             os.rename(self.staging, self.target)
 
     def _release(self) -> None:
+        """Drop both locks (closing drops a flock), then the staging root if nothing else is in it."""
         if self._lock is not None:
-            os.close(self._lock)  # closing drops the flock
+            os.close(self._lock)
             self._lock = None
+        self.day_lock.release()
+        self._remove_staging_root()
 
     def _leftovers(self, kind: str) -> list[Path]:
         """This day's staging or aside directories, also where earlier versions left them (in base)."""
@@ -311,7 +454,7 @@ class _LocalStore:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(
+                raise PartitionBusyError(
                     f"Another writer is writing {self.target} now (its staging directory {staging} is "
                     "locked); refusing to write the same day concurrently"
                 ) from None
@@ -319,72 +462,6 @@ class _LocalStore:
                 os.close(descriptor)
             log.info("Removing %s, left by a writer that did not finish", staging)
             shutil.rmtree(staging, ignore_errors=True)
-
-
-# --- object storage ---------------------------------------------------------------------
-
-
-class _ObjectStore:
-    """Writes parts in place; the manifest PUT is the commit point."""
-
-    def __init__(self, base: ObjectStoragePath, day_dir: str) -> None:
-        self.partition = base / day_dir
-        self.fs = self.partition.fs
-        self.prefix = self.partition.path.rstrip("/")
-        # as_uri() leaves out the conn_id that str() shows as userinfo (s3://conn@bucket/...).
-        self.location = self.partition.as_uri()
-        self.manifest_path = (self.partition / MANIFEST_NAME).as_uri()
-
-    def open(self) -> None:
-        # Parts of a run that crashed are not in the manifest: delete them before they confuse more readers.
-        self._delete_unlisted(self._committed_names())
-
-    def create(self, name: str) -> IO[bytes]:
-        # The fsspec file itself (not ObjectStoragePath.open's wrapper): discard() needs it.
-        handle: IO[bytes] = self.fs.open(f"{self.prefix}/{name}", "wb")
-        return handle
-
-    def finish(self, name: str, handle: IO[bytes]) -> int:
-        size = handle.tell()
-        handle.close()  # completes the upload: only now does the object appear
-        return size
-
-    def discard(self, name: str, handle: IO[bytes]) -> None:
-        file: Any = handle
-        file.discard()  # cancels the upload (s3fs aborts its multipart upload): no object appears
-        file.closed = True  # else fsspec finishes the upload when the file object is collected
-
-    def commit(self, manifest: bytes, names: list[str]) -> None:
-        self.fs.pipe_file(f"{self.prefix}/{MANIFEST_NAME}", manifest)
-
-    def clean_up(self, names: list[str]) -> None:
-        self._delete_unlisted(set(names))
-
-    def abort(self, names: list[str]) -> None:
-        self._delete(names)
-
-    def _names(self) -> list[str]:
-        self.fs.invalidate_cache(self.prefix)
-        try:
-            listed = self.fs.ls(self.prefix, detail=False)
-        except FileNotFoundError:
-            return []
-        return [posixpath.basename(path.rstrip("/")) for path in listed]
-
-    def _committed_names(self) -> set[str]:
-        try:
-            manifest = json.loads(self.fs.cat_file(f"{self.prefix}/{MANIFEST_NAME}"))
-        except FileNotFoundError:
-            return set()
-        return {entry["name"] for entry in manifest.get("files", [])}
-
-    def _delete_unlisted(self, keep: set[str]) -> None:
-        stale = [name for name in self._names() if name.startswith("part-") and name.endswith(".parquet")]
-        self._delete([name for name in stale if name not in keep])
-
-    def _delete(self, names: list[str]) -> None:
-        if names:
-            self.fs.rm([f"{self.prefix}/{name}" for name in names])
 
 
 # --- the writer -------------------------------------------------------------------------
@@ -433,13 +510,17 @@ class DayPartitionWriter:
 
     Use as a context manager: leaving the block without :meth:`commit` (e.g. on an
     exception) aborts, which removes what this writer staged and leaves the previous
-    version of the day as it was.
+    version of the day as it was. Entering raises :class:`PartitionBusyError` while
+    another writer holds the day (nothing written, nothing deleted).
 
     :param base: the dataset root: a local path (``str``/``PathLike``), or an
         ``ObjectStoragePath`` (``file``/``local`` protocols are written as local disk);
         a ``str`` with ``://`` is taken as an ``ObjectStoragePath`` without a connection.
     :param day: the partition's day.
     :param run_id: names the files; defaults to the UTC time the writer was made.
+    :param lease_ttl: on object storage, how long the day's lease holds without renewal (it is
+        renewed every third of that while the writer is open): a writer that died blocks its day
+        for at most this long. Not used on local disk, where the lock dies with the process.
     """
 
     def __init__(
@@ -452,11 +533,14 @@ class DayPartitionWriter:
         row_group_rows: int = 65_536,
         file_rows: int = 1_000_000,
         run_id: str | None = None,
+        lease_ttl: timedelta = DEFAULT_LEASE_TTL,
     ) -> None:
         if not isinstance(day, date) or isinstance(day, datetime):
             raise TypeError(f"day must be a datetime.date, not {type(day).__name__}")
         if row_group_rows < 1 or file_rows < 1:
             raise ValueError("row_group_rows and file_rows must be positive")
+        if lease_ttl <= timedelta(0):
+            raise ValueError(f"lease_ttl must be positive, got {lease_ttl}")
         self.day = day
         self.schema = schema
         self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -468,10 +552,12 @@ class DayPartitionWriter:
         self._store: _PartitionStore
         if _is_local(base):
             local = Path(base.path) if isinstance(base, ObjectStoragePath) else Path(base)
-            self._store = _LocalStore(local, day_dir, self._token)
+            self._store = _LocalStore(local, day_dir, self._token, self._holder())
         else:
             remote = base if isinstance(base, ObjectStoragePath) else ObjectStoragePath(str(base))
-            self._store = _ObjectStore(remote, day_dir)
+            self._store = ObjectPartitionStore(
+                remote, day_dir, run_id=self.run_id, token=self._token, lease_ttl=lease_ttl
+            )
         self._state = "new"
         self._buffer = _Buffer()
         self._file: _OpenFile | None = None
@@ -497,10 +583,17 @@ class DayPartitionWriter:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._state in ("new", "open"):
-            if exc_type is None:
-                log.warning("Leaving the writer of %s without commit(): aborting", self.location)
+        if self._state not in ("new", "open"):
+            return
+        if exc_type is None:
+            log.warning("Leaving the writer of %s without commit(): aborting", self.location)
             self.abort()
+            return
+        try:
+            self.abort()
+        except Exception:
+            # The error that made us leave is the one to see (a full disk, a lost lease...).
+            log.exception("Aborting the write of %s failed too", self.location)
 
     def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append rows; a full row group goes to the current file at once."""
@@ -517,11 +610,19 @@ class DayPartitionWriter:
                 self._buffer.rows += part.num_rows
         self._drain(final=False)
 
-    def commit(self, manifest: Mapping[str, Any] | None = None) -> PartitionSummary:
+    def commit(self, manifest: Mapping[str, Any] | None = None, *, complete: bool = True) -> PartitionSummary:
         """Flush, write the manifest and make this version the day's partition.
 
         :param manifest: what the caller knows about the extraction (query without the
             API key, counters...), stored under ``"extraction"``.
+        :param complete: whether this version holds the whole day (False for a day landed
+            before it ended); stored as the manifest's ``complete``.
+        :raises PartitionBusyError: another writer committed the day meanwhile (object storage);
+            this version is not committed, and the abort deletes its files.
+        :raises LeaseLostError: this writer's lease expired and was taken over; nothing committed.
+        :raises CommitUncertainError: the manifest PUT's outcome could not be learned; the abort
+            keeps this writer's files, which the PUT may yet have made the day.
+        :raises CleanupIncompleteError: committed, but older files could not all be deleted.
         """
         self._open()
         self._drain(final=True)
@@ -530,15 +631,10 @@ class DayPartitionWriter:
             self._start_file()  # an empty day is still a valid partition
             self._close_file()
         names = [written.name for written in self._written]
-        self._store.commit(self._manifest_bytes(manifest or {}), names)
+        manifest_bytes = self._manifest_bytes(manifest or {}, complete, self._store.previous_manifest())
+        self._store.commit(manifest_bytes, names)
         self._state = "committed"
-        try:
-            self._store.clean_up(names)
-        except Exception:
-            # The new version is committed; what is left over is deleted by the next writer of the day.
-            log.warning(
-                "Committed %s but could not remove the previous version", self.location, exc_info=True
-            )
+        self._store.clean_up(names)
         summary = PartitionSummary(
             location=self._store.location,
             day=self.day,
@@ -564,7 +660,10 @@ class DayPartitionWriter:
                 with contextlib.suppress(Exception):
                     # Closed now, or pyarrow closes it when collected, writing into a discarded file.
                     current.writer.close()
-                self._store.discard(current.name, current.handle)
+                try:
+                    self._store.discard(current.name, current.handle)
+                except Exception:
+                    log.warning("Could not cancel the upload of %s", current.name, exc_info=True)
         finally:
             self._store.abort([written.name for written in self._written])
         log.info("Aborted the write of %s", self.location)
@@ -630,26 +729,72 @@ class DayPartitionWriter:
         size = self._store.finish(current.name, current.handle)
         self._written.append(_WrittenFile(current.name, current.rows, size))
 
-    def _manifest_bytes(self, extraction: Mapping[str, Any]) -> bytes:
+    def _holder(self) -> dict[str, Any]:
+        """Who this writer is, for the message of a writer its lock refuses."""
+        return {
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(timezone.utc).isoformat(),
+        }
+
+    def _manifest_bytes(
+        self, extraction: Mapping[str, Any], complete: bool, previous: Mapping[str, Any] | None
+    ) -> bytes:
         from airflow_provider_cdr import __version__
 
+        rows = sum(written.rows for written in self._written)
+        committed_at = datetime.now(timezone.utc).isoformat()
+        this_version = {
+            "committed_at": committed_at,
+            "run_id": self.run_id,
+            "rows": rows,
+            "complete": complete,
+        }
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "day": self.day.isoformat(),
-            "rows": sum(written.rows for written in self._written),
+            "rows": rows,
+            "complete": complete,
             "files": [{"name": w.name, "rows": w.rows, "bytes": w.bytes} for w in self._written],
             "run_id": self.run_id,
-            "committed_at": datetime.now(timezone.utc).isoformat(),
+            "committed_at": committed_at,
             "provider_version": __version__,
+            "versions": [*_earlier_versions(previous), this_version][-MAX_VERSIONS:],
+            "superseded_files": _file_names(previous),
             "extraction": _redact(extraction),
         }
         return json.dumps(manifest, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
 
 
+def _earlier_versions(previous: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The history the previous manifest kept; one entry made from it if it kept none (older releases)."""
+    if not previous:
+        return []
+    if isinstance(previous.get("versions"), list):
+        return list(previous["versions"])
+    return [
+        {
+            "committed_at": previous.get("committed_at"),
+            "run_id": previous.get("run_id"),
+            "rows": previous.get("rows"),
+            "complete": previous.get("complete", True),
+        }
+    ]
+
+
+def _file_names(manifest: Mapping[str, Any] | None) -> list[str]:
+    if not manifest:
+        return []
+    return [entry["name"] for entry in manifest.get("files", []) if isinstance(entry, Mapping)]
+
+
 def read_manifest(partition: ObjectStoragePath | str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a committed partition directory (e.g. ``{base}/date=2024-07-31``)."""
     if isinstance(partition, ObjectStoragePath):
-        text = (partition / MANIFEST_NAME).read_text()
+        manifest = partition / MANIFEST_NAME
+        manifest.fs.invalidate_cache(manifest.path)  # a listing cached earlier would name an older version
+        text = manifest.read_text()
     else:
         text = Path(partition, MANIFEST_NAME).read_text(encoding="utf-8")
     result: dict[str, Any] = json.loads(text)

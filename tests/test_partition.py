@@ -22,7 +22,7 @@ from airflow.sdk import ObjectStoragePath
 
 import airflow_provider_cdr
 from airflow_provider_cdr import partition as partition_module
-from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary, read_manifest
+from airflow_provider_cdr.partition import MAX_VERSIONS, DayPartitionWriter, PartitionSummary, read_manifest
 from airflow_provider_cdr.records import RecordConverter
 from airflow_provider_cdr.schema import CDR_SCHEMA, SCHEMA_VERSION
 from tests.s3_local import aws_connection_json, create_bucket
@@ -211,8 +211,21 @@ def test_manifest_describes_the_commit_and_holds_no_secret(tmp_path: Path) -> No
         "run_id",
         "committed_at",
         "provider_version",
+        "complete",
+        "versions",
+        "superseded_files",
         "extraction",
     }
+    assert manifest["complete"] is True
+    assert manifest["versions"] == [
+        {
+            "committed_at": manifest["committed_at"],
+            "run_id": "scheduled__2024-07-31T00:00:00+00:00",
+            "rows": 10,
+            "complete": True,
+        }
+    ]
+    assert manifest["superseded_files"] == []
     assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["day"] == "2024-07-31"
     assert manifest["rows"] == 10
@@ -230,6 +243,38 @@ def test_manifest_describes_the_commit_and_holds_no_secret(tmp_path: Path) -> No
     }
     # The run id is made file-name safe; the manifest keeps it as given.
     assert summary.files[0].startswith("part-scheduled__2024-07-31T00_00_00_00_00-")
+
+
+def test_manifest_keeps_when_each_version_was_landed(tmp_path: Path) -> None:
+    partition = tmp_path / "date=2024-07-31"
+    partition.mkdir()
+    old_release = {"run_id": "old-release", "committed_at": "2024-08-01T03:00:00+00:00", "rows": 7}
+    (partition / "_manifest.json").write_text(json.dumps({**old_release, "files": []}))
+    landed = []
+    for number in range(MAX_VERSIONS + 1):
+        with DayPartitionWriter(tmp_path, DAY, run_id=f"run-{number}") as writer:
+            writer.write_batch(RecordConverter().to_batch(day_records(DAY, number + 1)))
+            landed.append(writer.commit(complete=number % 2 == 0))
+        if number == 0:
+            # A manifest of an earlier release, without history, becomes the first entry.
+            first = read_manifest(partition)["versions"]
+            assert first[0] == {**old_release, "complete": True}
+            assert [entry["run_id"] for entry in first] == ["old-release", "run-0"]
+
+    manifest = read_manifest(partition)
+    history = manifest["versions"]
+    assert len(history) == MAX_VERSIONS, "bounded: the oldest are dropped"
+    assert [entry["run_id"] for entry in history] == [
+        f"run-{number}" for number in range(1, MAX_VERSIONS + 1)
+    ]
+    assert [entry["rows"] for entry in history] == list(range(2, MAX_VERSIONS + 2))
+    assert [entry["complete"] for entry in history] == [
+        number % 2 == 0 for number in range(1, MAX_VERSIONS + 1)
+    ]
+    times = [datetime.fromisoformat(entry["committed_at"]) for entry in history]
+    assert times == sorted(times) and history[-1]["committed_at"] == manifest["committed_at"]
+    assert manifest["complete"] is True and manifest["rows"] == MAX_VERSIONS + 1
+    assert manifest["superseded_files"] == landed[-2].files
 
 
 def test_batches_are_written_as_they_arrive_not_at_commit(tmp_path: Path) -> None:
@@ -532,12 +577,17 @@ def test_s3_unfinished_file_is_invisible_and_abort_deletes_the_run(s3_bucket: st
     assert read_manifest(base / "date=2024-07-31")["files"][0]["name"] == previous.files[0]
 
 
-def test_s3_parts_left_by_a_crashed_run_are_deleted_by_the_next(s3_bucket: str) -> None:
+def test_s3_parts_left_by_a_crashed_run_are_deleted_by_the_next_commit(s3_bucket: str) -> None:
     base = s3_base(s3_bucket, "orphans")
     previous = write_day(base, DAY, day_records(DAY, 50))
     orphan = base / "date=2024-07-31" / "part-crashed-00000000-00000.parquet"
     orphan.write_bytes(b"a finished part of a run that never committed")
+    # A writer that does not commit leaves it: it could be a live writer's whose lease expired.
     with DayPartitionWriter(base, DAY) as writer:
-        assert orphan.name not in s3_names(base, DAY)
         writer.abort()
-    assert s3_names(base, DAY) == sorted([*previous.files, "_manifest.json"])
+    assert s3_names(base, DAY) == sorted([*previous.files, "_manifest.json", orphan.name])
+    # A commit, made while holding the lease, leaves only what its manifest lists.
+    records = day_records(DAY, 70, seed=1)
+    latest = write_day(base, DAY, records)
+    assert s3_names(base, DAY) == sorted([*latest.files, "_manifest.json"])
+    assert sorted_rows(read_s3_day(base, DAY)) == sorted_rows(expected_table(records))
