@@ -188,6 +188,28 @@ def probe_step(request: Mapping[str, str], body: Any) -> tuple[bool, dict[str, s
     return False, None
 
 
+class Probe:
+    """The rule's requests for one window, as a small state machine both hooks drive.
+
+    ``CDRHook.records_exist`` (the sensor's poke) and ``CDRAsyncHook.records_exist`` (the
+    trigger) each send ``request`` and hand the answer to ``read`` until ``request`` is None;
+    what to ask, when to follow a token and when to stop is decided here, once.
+    """
+
+    def __init__(self, params: Mapping[str, str]) -> None:
+        self.request: dict[str, str] | None = probe_params(params)
+        self.found = False
+        self._requests_left = MAX_PROBE_REQUESTS
+
+    def read(self, body: Any) -> None:
+        """Take the answer to ``request``; sets ``found`` and the next request, or None when done."""
+        if self.request is None:
+            raise RuntimeError("the probe has already decided")
+        self.found, following = probe_step(self.request, body)
+        self._requests_left -= 1
+        self.request = following if self._requests_left > 0 else None
+
+
 def window_label(params: Mapping[str, str]) -> str:
     """The window of a probe's parameters as people read it in a log line or an event."""
     return (

@@ -1,17 +1,39 @@
-"""Exceptions of the provider, and the one place that scrubs the API key from text."""
+"""Exceptions of the provider, and the one place that scrubs the API key from text.
+
+The key travels in the query string, so it shows up percent-encoded as often as plain: requests
+encodes it as ``quote_plus`` does, aiohttp (yarl) keeps ``/``, and hex digits may come back in
+either case. Every one of those forms is scrubbed, and every one is what the hooks register with
+Airflow's secrets masker.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
+from urllib.parse import quote, quote_plus, urlsplit
 
 _KEY_PARAM = re.compile(r"([?&;]key=)[^&\s'\"#]*", re.IGNORECASE)
+_PERCENT_HEX = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def secret_forms(secret: str) -> frozenset[str]:
+    """`secret` as written and as a URL may carry it: quote / quote_plus, '/' kept or not, either hex case."""
+    encoded = {encode(secret, safe=safe) for encode in (quote, quote_plus) for safe in ("", "/")}
+    lower_hex = {_PERCENT_HEX.sub(lambda m: m.group().lower(), form) for form in encoded}
+    return frozenset({secret} | encoded | lower_hex)
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    forms = sorted(secret_forms(secret), key=len, reverse=True)  # the longest form first
+    return re.compile("|".join(re.escape(form) for form in forms), re.IGNORECASE)
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """Return `text` with the `key=` query parameter, and `secret` wherever it stands, masked."""
+    """Return `text` with the `key=` query parameter, and `secret` in any of its forms, masked."""
     text = _KEY_PARAM.sub(r"\1***", text)
     if secret:
-        text = text.replace(secret, "***")
+        text = _secret_pattern(secret).sub("***", text)
     return text
 
 
@@ -40,6 +62,10 @@ class CDRPagingError(CDRError):
     """The API's paging made no progress (a repeated token, stale pages): stop instead of looping."""
 
 
+class CDRCancelled(CDRError):
+    """A request stopped because another slice of its extraction failed first; that failure is the news."""
+
+
 def api_error(status: int, content: bytes, path: str, secret: str) -> CDRAPIError:
     """A final (non-retryable) answer as an error naming the status and endpoint, never the key."""
     body = redact(content[:500].decode("utf-8", "replace"), secret)
@@ -48,3 +74,23 @@ def api_error(status: int, content: bytes, path: str, secret: str) -> CDRAPIErro
             f"GET {path}: the search_token expired: {body}", status=status, path=path
         )
     return CDRAPIError(f"GET {path} answered HTTP {status}: {body}", status=status, path=path)
+
+
+def redirect_error(status: int, location: str | None, path: str) -> CDRAPIError:
+    """A redirect, refused: following it could send the key elsewhere, or in clear. Names only the origin."""
+    target = urlsplit(location or "")
+    origin = f"{target.scheme}://{target.netloc.rpartition('@')[2]}" if target.netloc else "the same server"
+    return CDRAPIError(
+        f"GET {path} answered HTTP {status}, a redirect to {origin}; redirects are not followed, as the "
+        "API key would go with them. Set the connection's host to the URL the API is served from.",
+        status=status,
+        path=path,
+    )
+
+
+def tls_error(path: str, base_url: str, detail: str) -> CDRAPIError:
+    """A certificate that does not verify: it will not verify on retry either, so the task fails at once."""
+    return CDRAPIError(
+        f"GET {path}: TLS verification of {base_url} failed (no retry): {detail[:300]}. "
+        "For a private CA, give its bundle's path in the connection extra `verify`."
+    )

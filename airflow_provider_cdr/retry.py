@@ -1,9 +1,19 @@
-"""When to retry a request, and how long to wait: exponential backoff with full jitter, capped."""
+"""When to retry a request, and how long to wait: exponential backoff with full jitter, capped.
+
+The one retry policy of both hooks. What they share, beyond the policy: `read_answer` tells what
+an HTTP answer means (a body, a problem worth a retry, or a final error), and `RetryBudget` says
+how long to wait before the next attempt, or gives up with an error that says why. A transport
+failure is described by `transport_problem` or `deadline_problem`, whichever client saw it.
+
+Final errors are raised outside of any ``except`` block, so none of them carries the HTTP
+client's exception (whose text holds the URL, key included) as its ``__context__``.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -11,7 +21,9 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_cdr.errors import CDRAPIError, api_error
+from airflow_provider_cdr.errors import CDRAPIError, api_error, redact, redirect_error
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -51,30 +63,50 @@ def parse_retry_after(value: str | None) -> float | None:
 
 @dataclass
 class Answer:
-    """What one HTTP answer means to a retry loop: a decoded body, or a problem worth a retry."""
+    """What one HTTP attempt means to a retry loop: a decoded body, or a problem worth a retry."""
 
     body: Any = None
     problem: str | None = None
     retry_after: float | None = None
 
+    @property
+    def throttled(self) -> bool:
+        """A 429: every concurrent request should back off, not only this one."""
+        return (self.problem or "").startswith("HTTP 429")
+
 
 def read_answer(
     status: int,
+    headers: Mapping[str, str],
     content: bytes,
-    retry_after: str | None,
     decode: Callable[[bytes], Any],
     path: str,
     secret: str,
 ) -> Answer:
-    """Decode a 200, name a retryable failure, or raise the final error (never showing `secret`)."""
+    """Decode a 200, name a retryable failure, or raise the final error (never showing `secret`).
+
+    A redirect is final: following it could send the key to another host, or in clear.
+    """
     if status == 200:
         try:
             return Answer(body=decode(content))
         except orjson.JSONDecodeError:
             return Answer(problem=f"an unreadable JSON body ({len(content)} bytes)")
     if status in RETRYABLE_STATUSES:
-        return Answer(problem=f"HTTP {status}", retry_after=parse_retry_after(retry_after))
+        return Answer(problem=f"HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
+    if 300 <= status < 400:
+        raise redirect_error(status, headers.get("Location"), path)
     raise api_error(status, content, path, secret)
+
+
+def transport_problem(error: BaseException, secret: str) -> str:
+    """A connection error, timeout or broken body as one line for the log, without the key."""
+    return f"{type(error).__name__}: {redact(str(error), secret)[:300]}"
+
+
+def deadline_problem(deadline: float) -> str:
+    """An attempt cut off at its deadline (a stalled or trickling answer): retried like a timeout."""
+    return f"no whole answer within the request deadline ({deadline:g}s)"
 
 
 @dataclass
@@ -86,9 +118,11 @@ class RetryBudget:
     attempts: int = 0
     waited: float = 0.0
 
-    def next_delay(self, problem: str, retry_after: float | None = None) -> float:
+    def next_delay(self, failed: Answer) -> float:
+        """Seconds to wait after a failed attempt (logged with its problem), or the final error."""
+        problem = failed.problem or "no answer"
         self.attempts += 1
-        delay = self.policy.delay(self.attempts, retry_after)
+        delay = self.policy.delay(self.attempts, failed.retry_after)
         if self.attempts > self.policy.max_retries or self.waited + delay > self.policy.max_total_wait:
             raise CDRAPIError(
                 f"GET {self.path} failed after {self.attempts} attempts ({self.waited:.0f}s waited); "
@@ -96,4 +130,5 @@ class RetryBudget:
                 path=self.path,
             )
         self.waited += delay
+        log.warning("GET %s: %s; retry %d in %.1fs", self.path, problem, self.attempts, delay)
         return delay

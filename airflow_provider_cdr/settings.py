@@ -1,31 +1,64 @@
-"""The CDR connection's own settings, read from its extras, and the extras HttpHook may see.
+"""A CDR connection read once, the same way for every request: the sync hook's and the async hook's.
 
-HttpHook turns every extra it does not know into an HTTP header, so the hook removes the
-ones listed here before the session is built.
+`CDRConnectionSettings` holds the provider's own extras (time zone, paging, timeouts, retries,
+rate, deadline). `endpoint_from_connection` turns a whole connection into a `CDREndpoint`: the
+base URL, the key, the TLS trust, proxies and extra headers, with those settings. Both hooks build
+their sessions from that one object, so the deferrable path cannot drift from the sync one.
+
+HttpHook turns every extra it does not know into an HTTP header; the provider's own extras and
+the request options HttpHook reads (``verify``, ``proxies``...) are never sent as headers.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.errors import CDRQueryError, redact, secret_forms
 from airflow_provider_cdr.paging import MAX_PER_PAGE
+from airflow_provider_cdr.retry import RetryPolicy
 
-OWN_EXTRAS = (
-    "timezone",
-    "per_page",
-    "timeout",
-    "connect_timeout",
-    "max_retries",
-    "max_retry_wait",
-    "rate_limit",
-    "concurrency",
-    "allow_insecure_http",
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _to_bool(value: Any) -> bool:
+    return str(value).strip().lower() in _TRUE
+
+
+_CASTS: dict[str, Callable[[Any], Any]] = {
+    "timezone": str,
+    "per_page": int,
+    "timeout": float,
+    "connect_timeout": float,
+    "max_retries": int,
+    "max_retry_wait": float,
+    "rate_limit": float,
+    "concurrency": int,
+    "allow_insecure_http": _to_bool,
+    "request_deadline": float,
+}
+OWN_EXTRAS = tuple(_CASTS)
+# Extras HttpHook reads as request options: never headers. The first four are honoured (see
+# CDREndpoint); the others do not apply (bodies are always streamed, redirects never followed).
+HTTP_OPTION_EXTRAS = (
+    "verify",
+    "verify_ssl",
+    "cert",
+    "proxies",
+    "proxy",
+    "trust_env",
+    "stream",
+    "allow_redirects",
+    "max_redirects",
+    "check_response",
+    "srv_lookup",
 )
 
 
@@ -55,13 +88,9 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _to_bool(value: Any) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
-
-
 @dataclass(frozen=True)
 class CDRConnectionSettings:
-    """Everything the hook needs from the connection besides the base URL and the key."""
+    """The provider's own extras, parsed and checked."""
 
     timezone: str = "UTC"
     per_page: int = MAX_PER_PAGE
@@ -72,24 +101,15 @@ class CDRConnectionSettings:
     rate_limit: float | None = None
     concurrency: int = 4
     allow_insecure_http: bool = False
+    request_deadline: float = 300.0
+    """Seconds one attempt may take from sending to the last byte; a trickling body counts too."""
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any]) -> CDRConnectionSettings:
         """Parse and check the extras; a wrong value is named in the error."""
         values: dict[str, Any] = {}
         problems: list[str] = []
-        casts: dict[str, Any] = {
-            "timezone": str,
-            "per_page": int,
-            "timeout": float,
-            "connect_timeout": float,
-            "max_retries": int,
-            "max_retry_wait": float,
-            "rate_limit": float,
-            "concurrency": int,
-            "allow_insecure_http": _to_bool,
-        }
-        for name, cast in casts.items():
+        for name, cast in _CASTS.items():
             raw = _lookup(extras, name)
             if raw is None:
                 continue
@@ -117,7 +137,13 @@ class CDRConnectionSettings:
             problems.append(f"concurrency={self.concurrency} must be at least 1")
         if self.max_retries < 0 or self.timeout <= 0 or self.max_retry_wait < 0:
             problems.append("timeouts and retry limits must be positive")
+        if self.request_deadline <= 0:
+            problems.append(f"request_deadline={self.request_deadline} must be positive")
         return problems
+
+    def retry_policy(self) -> RetryPolicy:
+        """The one retry policy of every request to this connection."""
+        return RetryPolicy(self.max_retries, max_total_wait=self.max_retry_wait)
 
     def check_base_url(self, base_url: str) -> None:
         """Refuse plain http to anything but loopback unless explicitly allowed: the key is in the URL."""
@@ -129,3 +155,142 @@ class CDRConnectionSettings:
                 f"Refusing plain http:// to {parsed.hostname}: the API key would travel unencrypted. "
                 "Use https, or set the connection extra allow_insecure_http=true."
             )
+
+
+@dataclass(frozen=True)
+class CDREndpoint:
+    """Everything a request to one connection needs: where, with which key, through which TLS trust,
+    proxies and headers, on which terms. Built by `endpoint_from_connection`; both hooks use it."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    settings: CDRConnectionSettings
+    verify: bool | str
+    """False, or the CA bundle (a file or a directory) every request trusts."""
+    cert: str | tuple[str, str] | None
+    """A client certificate (and its key), for servers that ask for one."""
+    proxies: Mapping[str, str]
+    """Proxy URL by scheme ("http", "https", "all"), as requests takes them."""
+    trust_env: bool
+    """Whether HTTP(S)_PROXY / NO_PROXY of the environment apply (as in requests and aiohttp)."""
+    headers: Mapping[str, str]
+    """The connection's other extras, sent as headers (HttpHook's convention)."""
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def query(self, params: Mapping[str, str]) -> dict[str, str]:
+        """A request's query string: the API parameters and the key, which only the hooks ever add."""
+        return {**params, "key": self.api_key}
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The key in every form a URL, a log line or an error may show it: what the masker must know."""
+        return secret_forms(self.api_key)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.api_key)
+
+    def proxy(self) -> str | None:
+        """The proxy for the base URL's scheme, for clients that take one proxy URL (aiohttp)."""
+        scheme = urlparse(self.base_url).scheme
+        return self.proxies.get(scheme) or self.proxies.get("all")
+
+
+def base_url_of(connection: Any) -> str:
+    """The base URL exactly as HttpHook derives it from host, schema and port."""
+    host = connection.host or ""
+    base_url = host if "://" in host else f"{connection.schema or 'http'}://{host}"
+    if connection.port:
+        base_url = f"{base_url}:{connection.port}"
+    return base_url
+
+
+def endpoint_from_connection(
+    conn_id: str, connection: Any, extras: Mapping[str, Any], environ: Mapping[str, str] = os.environ
+) -> CDREndpoint:
+    """The one reading of a `cdr` connection (host, schema, port, password and extras); checks it all.
+
+    No I/O beyond checking that a CA bundle path exists, so the async hook may call it on the loop.
+    """
+    if not connection.password:
+        raise CDRQueryError(f"Connection {conn_id!r} has no API key in its password field")
+    settings = CDRConnectionSettings.from_extras(extras)
+    base_url = base_url_of(connection)
+    settings.check_base_url(base_url)
+    trust_env = _flag(_lookup(extras, "trust_env"), "trust_env", default=True)
+    return CDREndpoint(
+        base_url=base_url,
+        api_key=connection.password,
+        settings=settings,
+        verify=_tls_trust(extras, trust_env, environ),
+        cert=_client_cert(_lookup(extras, "cert")),
+        proxies=_proxies(_lookup(extras, "proxies") or _lookup(extras, "proxy")),
+        trust_env=trust_env,
+        headers=_headers(extras),
+    )
+
+
+def _flag(value: Any, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise CDRQueryError(f"Invalid CDR connection extras: {name}={value!r} is neither true nor false")
+
+
+def _tls_trust(extras: Mapping[str, Any], trust_env: bool, environ: Mapping[str, str]) -> bool | str:
+    """`verify` resolved as requests would: False, a CA bundle path, or the default bundle.
+
+    The default is REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE when the environment is trusted, else
+    certifi's bundle (requests' own default), so both hooks trust exactly the same CAs.
+    """
+    raw = _lookup(extras, "verify")
+    raw = _lookup(extras, "verify_ssl") if raw is None else raw
+    text = str(raw).strip()
+    if raw is None or text.lower() in _TRUE:
+        from_env = (environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")) if trust_env else None
+        return from_env or _default_bundle()
+    if text.lower() in _FALSE:
+        return False
+    if not Path(text).exists():
+        raise CDRQueryError(
+            f"Invalid CDR connection extras: verify={text!r} is neither true/false nor an existing CA bundle"
+        )
+    return text
+
+
+def _default_bundle() -> str:
+    import certifi
+
+    return str(certifi.where())
+
+
+def _client_cert(raw: Any) -> str | tuple[str, str] | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    if isinstance(raw, (list, tuple)) and len(raw) == 2 and all(isinstance(part, str) for part in raw):
+        return (raw[0], raw[1])
+    raise CDRQueryError("Invalid CDR connection extras: cert must be a path or [certificate, key] paths")
+
+
+def _proxies(raw: Any) -> dict[str, str]:
+    """`proxies` as requests takes them; a single URL applies to every scheme."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        return {"all": raw}
+    if isinstance(raw, Mapping) and all(isinstance(url, str) for url in raw.values()):
+        return {str(scheme): url for scheme, url in raw.items()}
+    raise CDRQueryError("Invalid CDR connection extras: proxies must be a URL or {scheme: URL}")
+
+
+def _headers(extras: Mapping[str, Any]) -> dict[str, str]:
+    """The extras left once ours and HttpHook's request options are out: headers, as text."""
+    options = set(HTTP_OPTION_EXTRAS)
+    headers = {name: value for name, value in foreign_extras(extras).items() if name not in options}
+    bad = sorted(name for name, value in headers.items() if isinstance(value, (Mapping, list, tuple)))
+    if bad:
+        raise CDRQueryError(f"Invalid CDR connection extras: {', '.join(bad)} cannot be sent as headers")
+    return {name: str(value) for name, value in headers.items() if value is not None}

@@ -9,7 +9,9 @@ import pytest
 
 from airflow_provider_cdr import availability
 from airflow_provider_cdr.availability import (
+    MAX_PROBE_REQUESTS,
     AvailabilityRule,
+    Probe,
     Verdict,
     Window,
     as_timedelta,
@@ -137,6 +139,27 @@ def test_probe_step_reads_found_empty_and_a_token_to_follow() -> None:
     for body in ({"error": "Too many requests"}, [], {"records": None}):
         with pytest.raises(CDRAPIError, match="records"):
             probe_step(request, body)
+
+
+def test_the_probe_follows_tokens_of_empty_pages_up_to_its_request_limit() -> None:
+    """The one loop both hooks drive: ask, read, ask the token's page, stop on a record or the limit."""
+    params = {"start_datetime": "2024-03-19T00:00:00", "end_datetime": "2024-03-19T23:59:59"}
+    found = Probe(params)
+    asked = []
+    for body in ({"records": [], "search_token": "t1"}, {"records": [{"uuid": "a"}], "search_token": None}):
+        assert found.request is not None
+        asked.append(found.request)
+        found.read(body)
+    assert found.request is None and found.found
+    assert asked == [probe_params(params), {**probe_params(params), "search_token": "t1"}]
+
+    endless = Probe(params)
+    for number in range(MAX_PROBE_REQUESTS):
+        assert endless.request is not None
+        endless.read({"records": [], "search_token": f"t{number}"})
+    assert endless.request is None and not endless.found  # a token each time, but the limit holds
+    with pytest.raises(RuntimeError, match="already decided"):
+        endless.read({"records": []})
 
 
 def test_periods_and_on_empty_are_checked() -> None:

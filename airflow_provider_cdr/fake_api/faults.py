@@ -8,7 +8,9 @@ request number) may not: a client's recovery can be tested reproducibly.
 Precedence: the requests-per-second limit, then a 5xx burst, then 429s, then a
 dropped connection answer instead of the route. Otherwise a stall delays the
 answer, and the token/page faults and one body fault (reset > truncate > bad
-JSON, on 200s only) shape it. Among the token faults an empty token page wins
+JSON, on 200s only) shape it. A slow body (200s only) sends whatever body that
+leaves in small pieces, `drip_bytes_per_s` a second: a server or proxy that
+trickles bytes, which no per-read timeout catches. Among the token faults an empty token page wins
 over repeat_token, which wins over a backward token.
 """
 
@@ -46,6 +48,9 @@ class FaultConfig:
     rate_limit_rps: int = 0  # >0: more requests than this in one second get 429 + Retry-After: 1
     rate_backward_token: float = 0.0  # a continued search's token points 1 h newer than the one sent
     rate_drop_record: float = 0.0  # a records page silently leaves out its last record
+    rate_slow_body: float = 0.0  # a 200's body trickles out at drip_bytes_per_s, a small piece at a time
+    rate_oversized_page: float = 0.0  # a records page holds one record more than per_page asked
+    drip_bytes_per_s: int = 2000
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FaultConfig:
@@ -123,6 +128,8 @@ class Decision:
     bad_json: bool = False
     backward_token: bool = False
     drop_record: bool = False
+    drip_bytes_per_s: int = 0  # > 0: send the body this slowly
+    oversized_page: bool = False
 
 
 NO_FAULT = Decision()
@@ -167,6 +174,8 @@ class FaultInjector:
         status_pick = rng.choice((500, 502, 503))
         # Drawn after the status pick, so every earlier draw (and so every older decision) stays as it was.
         drop_record_draw = rng.random()
+        slow_body_draw = rng.random()
+        oversized_draw = rng.random()
         with self._lock:
             if epoch_second != self._second:
                 self._second, self._in_second = epoch_second, 0
@@ -195,4 +204,6 @@ class FaultInjector:
             bad_json=draws[10] < config.rate_bad_json,
             backward_token=draws[11] < config.rate_backward_token,
             drop_record=drop_record_draw < config.rate_drop_record,
+            drip_bytes_per_s=config.drip_bytes_per_s if slow_body_draw < config.rate_slow_body else 0,
+            oversized_page=oversized_draw < config.rate_oversized_page,
         )

@@ -31,6 +31,7 @@ its search-pointing token on every page, `total` in pages.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import selectors
@@ -71,6 +72,7 @@ from airflow_provider_cdr.fake_api.filters import (
     ParamError,
     Query,
     Segment,
+    decode_token,
     encode_token,
     iter_matches,
     matching_uuids,
@@ -86,6 +88,7 @@ LOOKUPS = ("agents", "queues", "teams", "wrapup_codes", "campaigns", "deleted_ag
 BAD_JSON = b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
 _NOT_FILTERS = ("key", "page", "per_page", "search_token")
 BACKWARD_MS = 3_600_000  # how much newer than the request's cursor a backward token points
+DRIP_EVERY_S = 0.05  # a slow body's pause between two pieces
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Reply:
     delay_s: float = 0.0
     drop: bool = False
     reset_mid_body: bool = False
+    drip_bytes_per_s: int = 0  # > 0: the body trickles out this slowly
     api_path: str | None = None  # set for /api requests: what the stats count
 
 
@@ -302,6 +306,7 @@ class StandInApp:
         self._lookup_rows = dataset.lookups()
         self._lookups = {name: orjson.dumps(rows) for name, rows in self._lookup_rows.items()}
         self._windows: OrderedDict[tuple[Any, ...], Window] = OrderedDict()
+        self._nonces = itertools.count(1)  # token_nonce=on: each token issued is unique
         self._windows_lock = threading.Lock()
 
     @property
@@ -362,6 +367,7 @@ class StandInApp:
             reply = json_reply(404, {"error": "Not found"})
         reply.delay_s += decision.stall_s
         if reply.status == 200:
+            reply.drip_bytes_per_s = decision.drip_bytes_per_s
             if decision.reset_mid_body:
                 reply.reset_mid_body = True
             elif decision.truncate:
@@ -372,7 +378,8 @@ class StandInApp:
 
     def _records(self, params: dict[str, str], decision: Decision = NO_FAULT) -> Reply:
         try:
-            query, paging = parse_request(params, self.dataset.tz)
+            bounds = {"start_bound": self._profile.start_bound, "end_bound": self._profile.end_bound}
+            query, paging = parse_request(params, self.dataset.tz, **bounds)
         except ParamError as exc:
             return json_reply(422, {"errors": exc.errors})
         profile, config = self._profile, self.faults.config
@@ -388,6 +395,8 @@ class StandInApp:
         if decision.repeat_page and paging.page > 1:  # page 1 has no previous page in its search
             served = page_span(window.size, profile, paging.page - 1, paging.per_page, window.key)
         stop = served.stop - 1 if decision.drop_record and served.stop > served.start else served.stop
+        if decision.oversized_page and stop - served.start >= paging.per_page:
+            stop = min(stop + 1, window.size)  # the next page's first record too: more than asked
         segments = window.slice(self.dataset, served.start, stop)
         search_token = self._token(window, span, profile)
         search_token = self._faulty_token(search_token, params, paging.cursor, decision)
@@ -400,6 +409,8 @@ class StandInApp:
                 search_token = encode_token(window.cursor_at(self.dataset, min(span.start, window.size) - 1))
             else:
                 search_token = encode_token(paging.cursor or Cursor(until_ms + 1, ""))
+        if search_token is not None and profile.token_nonce == "on":
+            search_token = encode_token(decode_token(search_token), next(self._nonces))
         count = sum(idx.size for _, idx in segments)
         total = self._total(window, span, query, profile.total)
         body = records_body(segments, total, paging.page, search_token)
@@ -584,7 +595,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             return
+        if reply.drip_bytes_per_s > 0:
+            self._drip(reply.body, reply.drip_bytes_per_s)
+            return
         self.wfile.write(reply.body)
+
+    def _drip(self, body: bytes, bytes_per_s: int) -> None:
+        """Send `body` a small piece every DRIP_EVERY_S: each read gets bytes, the whole takes long.
+
+        A client that hangs up makes a write fail, which ends the drip (and the connection).
+        """
+        piece = max(1, int(bytes_per_s * DRIP_EVERY_S))
+        for start in range(0, len(body), piece):
+            self.wfile.write(body[start : start + piece])
+            time.sleep(DRIP_EVERY_S)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
@@ -665,6 +689,7 @@ class StandIn:
         startup_timeout_s: float = 30.0,
         profile: ServerProfile | Mapping[str, Any] | None = None,
         tie_group: int = 1,
+        hour_edges: bool = False,
         in_process: bool = False,
     ) -> None:
         self.seed = seed
@@ -687,6 +712,7 @@ class StandIn:
             profile = ServerProfile.from_mapping(profile)
         self.profile = profile or ServerProfile()
         self.tie_group = tie_group
+        self.hour_edges = hour_edges
         self.in_process = in_process
         self._process: subprocess.Popen[bytes] | None = None
         self._server: StandInServer | None = None
@@ -707,6 +733,8 @@ class StandIn:
             argv += ["--day-profile", f"{day.isoformat()}={profile}"]
         if self.tie_group != 1:
             argv += ["--tie-group", str(self.tie_group)]
+        if self.hour_edges:
+            argv += ["--hour-edges"]
         for name, value in self.profile.changed().items():
             argv += [cli_flag(name), cli_text(value)]
         if self.faults is not None:
@@ -841,6 +869,7 @@ class StandIn:
             now=self.now,
             ingest_lag_s=self.ingest_lag_s,
             tie_group=self.tie_group,
+            hour_edges=self.hour_edges,
         )
 
     def set_profile(self, **fields: Any) -> dict[str, Any]:

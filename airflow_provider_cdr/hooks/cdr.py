@@ -1,11 +1,14 @@
-"""CDRHook: the CDR API v2 connection, its requests, retries and paging."""
+"""CDRHook: the CDR API v2 connection, its requests, retries and paging.
+
+Its async twin for the triggerer, on the same connection reading and retry policy, is
+:mod:`airflow_provider_cdr.hooks.cdr_async`; what cuts a request short (its deadline, a failed
+slice) is :mod:`airflow_provider_cdr.hooks.cutoff`.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -15,18 +18,22 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
+from airflow_provider_cdr.availability import Probe
 from airflow_provider_cdr.errors import (
     CDRAPIError,
+    CDRCancelled,
+    CDRError,
     CDRPagingError,
-    CDRQueryError,
     redact,
+    tls_error,
 )
 from airflow_provider_cdr.extraction import Extraction, ExtractionStats
+from airflow_provider_cdr.hooks.cutoff import Cutoff
 from airflow_provider_cdr.paging import MAX_PER_PAGE
 from airflow_provider_cdr.query import CDRQuery, build_query
 from airflow_provider_cdr.ratelimit import RequestGate, shared_gate
-from airflow_provider_cdr.retry import RetryBudget, RetryPolicy, read_answer
-from airflow_provider_cdr.settings import CDRConnectionSettings, foreign_extras
+from airflow_provider_cdr.retry import Answer, RetryBudget, read_answer
+from airflow_provider_cdr.settings import CDRConnectionSettings, CDREndpoint, endpoint_from_connection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +55,7 @@ _TRANSPORT_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
-    urllib3.exceptions.HTTPError,  # from reading a streamed body: a reset, a stall, a short body
+    urllib3.exceptions.HTTPError,  # from reading a streamed body: a reset, a stall, a short body, a cut-off
 )
 
 
@@ -86,10 +93,12 @@ class CDRHook(HttpHook):
     Read Call Detail Records from the CDR API v2.
 
     The connection's host is the base URL (``https://cc-ams03.voiso.com``) and its password the
-    API key, which travels as the ``key`` query parameter and never in a log or an error. Extras:
-    ``timezone`` (IANA, the account's; default UTC), ``per_page`` (what is asked, default 10000; the
-    server may serve fewer, see :mod:`airflow_provider_cdr.paging`), ``timeout``,
-    ``max_retries``, ``max_retry_wait``, ``rate_limit`` (requests/s), ``concurrency``.
+    API key, which travels as the ``key`` query parameter and never in a log or an error. The
+    connection is read by :func:`~airflow_provider_cdr.settings.endpoint_from_connection`, as
+    :class:`~airflow_provider_cdr.hooks.cdr_async.CDRAsyncHook` reads it: extras ``timezone``,
+    ``per_page``, ``timeout``, ``connect_timeout``, ``request_deadline``, ``max_retries``,
+    ``max_retry_wait``, ``rate_limit``, ``concurrency``, ``allow_insecure_http``; HttpHook's
+    ``verify``, ``cert``, ``proxies`` and ``trust_env``; any other extra is a header.
 
     :param cdr_conn_id: the Airflow connection of type ``cdr``.
     """
@@ -102,33 +111,26 @@ class CDRHook(HttpHook):
     def __init__(self, cdr_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(method="GET", http_conn_id=cdr_conn_id, **kwargs)
         self.cdr_conn_id = cdr_conn_id
-        self._connection: Any = None
-        self._settings: CDRConnectionSettings | None = None
-        self._api_key: str = ""
+        self._endpoint: CDREndpoint | None = None
         _protect_urllib3_logs()
 
     # -- connection --------------------------------------------------------------------------
 
-    def _load_connection(self) -> Any:
-        """Look the connection up once per hook and check it before anything is sent."""
-        if self._connection is None:
+    @property
+    def endpoint(self) -> CDREndpoint:
+        """The connection, looked up and checked once per hook; its key is masked from then on."""
+        if self._endpoint is None:
             connection = self.get_connection(self.cdr_conn_id)
-            settings = CDRConnectionSettings.from_extras(connection.extra_dejson)
-            if not connection.password:
-                raise CDRQueryError(f"Connection {self.cdr_conn_id!r} has no API key in its password field")
-            mask_secret(connection.password)
-            self._set_base_url(connection)
-            settings.check_base_url(self.base_url)
-            self._api_key = connection.password
-            self._settings = settings
-            self._connection = connection
-        return self._connection
+            endpoint = endpoint_from_connection(self.cdr_conn_id, connection, connection.extra_dejson)
+            for form in endpoint.secrets:
+                mask_secret(form)
+            self.base_url = endpoint.base_url
+            self._endpoint = endpoint
+        return self._endpoint
 
     @property
     def settings(self) -> CDRConnectionSettings:
-        self._load_connection()
-        assert self._settings is not None
-        return self._settings
+        return self.endpoint.settings
 
     @property
     def timezone(self) -> str:
@@ -138,18 +140,18 @@ class CDRHook(HttpHook):
     def get_conn(
         self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
     ) -> requests.Session:
-        """A keep-alive session without the key, without our own extras turned into headers."""
-        connection = self._load_connection()
+        """A keep-alive session on the connection's terms (TLS trust, proxies, headers), without the key."""
+        endpoint = self.endpoint
         session = requests.Session()
-        visible = SimpleNamespace(host=connection.host, extra_dejson=foreign_extras(connection.extra_dejson))
-        session = self._configure_session_from_extra(session, visible, extra_options or {})
-        pool = max(self.settings.concurrency, 1) * 2
+        session.verify = endpoint.verify
+        session.cert = endpoint.cert
+        session.proxies.update(endpoint.proxies)
+        session.trust_env = endpoint.trust_env
+        pool = max(endpoint.settings.concurrency, 1) * 2
         adapter = self.adapter or HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.headers.update({"Accept": "application/json"})
-        if headers:
-            session.headers.update(headers)
+        session.headers.update({"Accept": "application/json", **endpoint.headers, **(headers or {})})
         return session
 
     # -- one request ---------------------------------------------------------------------------
@@ -162,55 +164,68 @@ class CDRHook(HttpHook):
         gate: RequestGate,
         stats: ExtractionStats,
         decode: Callable[[bytes], Any] = orjson.loads,
+        cutoff: Cutoff | None = None,
     ) -> Any:
-        """GET `path` and decode its body, retrying 429, 5xx, transport errors and broken JSON.
+        """GET `path` and decode its body, retrying 429, 5xx, transport errors, deadlines and broken JSON.
 
-        Errors never show the key.
+        Stops at once (CDRCancelled) when `cutoff` is cancelled. Errors never show the key.
         """
-        settings = self.settings
-        budget = RetryBudget(RetryPolicy(settings.max_retries, max_total_wait=settings.max_retry_wait), path)
-        url = self.base_url.rstrip("/") + path
+        cutoff = cutoff or Cutoff()
+        budget = RetryBudget(self.settings.retry_policy(), path)
         while True:
-            gate.wait()
+            cutoff.check()
+            gate.wait(cutoff.stop)
+            cutoff.check()
             stats.add(requests=1)
-            retry_after: float | None = None
-            try:
-                response = session.get(
-                    url,
-                    params={**params, "key": self._api_key},
-                    timeout=(settings.connect_timeout, settings.timeout),
-                    # Else requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override the connection's `verify`.
-                    verify=session.verify,
-                    stream=True,
-                )
-                answer = read_answer(
-                    response.status_code,
-                    _whole_body(response),
-                    response.headers.get("Retry-After"),
-                    decode,
-                    path,
-                    self._api_key,
-                )
-                if answer.problem is None:
-                    return answer.body
-                problem, retry_after = answer.problem, answer.retry_after
-            except requests.exceptions.SSLError as err:
-                # A certificate that does not verify will not verify on retry either: say so at once.
-                raise CDRAPIError(
-                    f"GET {path}: TLS verification of {self.base_url} failed (no retry): "
-                    f"{redact(str(err), self._api_key)[:300]}",
-                    path=path,
-                ) from None
-            except _TRANSPORT_ERRORS as err:
-                problem = f"{type(err).__name__}: {redact(str(err), self._api_key)[:300]}"
-            except requests.RequestException as err:  # not worth retrying; its text holds the URL
-                raise CDRAPIError(f"GET {path}: {redact(str(err), self._api_key)}", path=path) from None
-            delay = budget.next_delay(problem, retry_after)
-            if problem.startswith("HTTP 429"):
+            answer = self._attempt(session, path, params, decode, cutoff)
+            if answer.problem is None:
+                return answer.body
+            delay = budget.next_delay(answer)
+            if answer.throttled:
                 gate.pause(delay)  # every concurrent request backs off, not only this one
-            self.log.warning("GET %s: %s; retry %d in %.1fs", path, problem, budget.attempts, delay)
             stats.add(retries=1)
-            time.sleep(delay)
+            cutoff.sleep(delay)
+
+    def _attempt(
+        self,
+        session: requests.Session,
+        path: str,
+        params: Mapping[str, str],
+        decode: Callable[[bytes], Any],
+        cutoff: Cutoff,
+    ) -> Answer:
+        """One GET within the request deadline: an answer, or the final error.
+
+        Final errors are raised after the ``except`` block, so that requests' exception (its text
+        holds the URL, key included) is not kept as their ``__context__``.
+        """
+        endpoint = self.endpoint
+        attempt = cutoff.attempt(endpoint.settings.request_deadline)
+        failure: CDRError
+        try:
+            response = session.get(
+                endpoint.url(path),
+                params=endpoint.query(params),
+                timeout=(endpoint.settings.connect_timeout, attempt.time_left(endpoint.settings.timeout)),
+                # Else requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override the connection's `verify`.
+                verify=endpoint.verify,
+                stream=True,
+                allow_redirects=False,
+            )
+            with attempt.guard(response):
+                content = _whole_body(response)
+            return read_answer(
+                response.status_code, response.headers, content, decode, path, endpoint.api_key
+            )
+        except requests.exceptions.SSLError as err:
+            failure = tls_error(path, endpoint.base_url, endpoint.redact(str(err)))
+        except _TRANSPORT_ERRORS as err:
+            if not cutoff.cancelled:
+                return Answer(problem=attempt.problem(err, endpoint.api_key))
+            failure = CDRCancelled(f"GET {path} was stopped: another slice of the extraction failed")
+        except requests.RequestException as err:  # not worth retrying
+            failure = CDRAPIError(f"GET {path}: {endpoint.redact(str(err))}", path=path)
+        raise failure
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -233,9 +248,10 @@ class CDRHook(HttpHook):
         session = self.get_conn()
         gate = shared_gate(self.base_url, settings.rate_limit)
         stats = ExtractionStats()
+        cutoff = Cutoff()
 
         def fetch(params: Mapping[str, str], decode: Callable[[bytes], Any]) -> Any:
-            return self._get_json(session, RECORDS_PATH, params, gate, stats, decode)
+            return self._get_json(session, RECORDS_PATH, params, gate, stats, decode, cutoff)
 
         options: dict[str, Any] = {"uuids": uuids} if uuids else {}
         if read_body:
@@ -248,6 +264,7 @@ class CDRHook(HttpHook):
             concurrency=concurrency or 1,
             stats=stats,
             close=session.close,
+            cancel=cutoff.cancel,
             **options,
         )
 
@@ -285,6 +302,13 @@ class CDRHook(HttpHook):
     def fetch_page(self, params: Mapping[str, str]) -> Any:
         """One records request as the API answers it (API parameters, paging included, key added here)."""
         return self._get_once(RECORDS_PATH, params)
+
+    def records_exist(self, params: Mapping[str, str]) -> bool:
+        """The availability rule's probe (:class:`~airflow_provider_cdr.availability.Probe`) for `params`."""
+        probe = Probe(params)
+        while probe.request is not None:
+            probe.read(self.fetch_page(probe.request))
+        return probe.found
 
     def _lookup(self, name: str) -> list[dict[str, Any]]:
         """Every row of a lookup, page by page: whether these endpoints page is not documented.
@@ -334,7 +358,7 @@ class CDRHook(HttpHook):
         try:
             self._get_once(RECORDS_PATH, {"per_page": "1", "page": "1"})
         except Exception as err:
-            return False, redact(str(err), self._api_key)
+            return False, redact(str(err), self._endpoint.api_key if self._endpoint else None)
         return True, "Connection to the CDR API works."
 
 

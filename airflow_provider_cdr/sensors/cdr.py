@@ -1,8 +1,9 @@
 """CDRRecordsSensor: wait until a day (or any window) of CDRs is in, before landing it.
 
 The rule, and what "empty" means, is :mod:`airflow_provider_cdr.availability`'s; the sensor and
-its deferrable trigger both apply it, so ``mode="poke"``, ``"reschedule"`` and
-``deferrable=True`` agree on every window.
+its deferrable trigger both apply it, and ask the API the same question (``records_exist``, one
+probe driven by CDRHook here and by CDRAsyncHook in the trigger, both reading the connection the
+same way), so ``mode="poke"``, ``"reschedule"`` and ``deferrable=True`` agree on every window.
 """
 
 from __future__ import annotations
@@ -26,15 +27,12 @@ from airflow_provider_cdr.arguments import (
 from airflow_provider_cdr.availability import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_SETTLE_PERIOD,
-    MAX_PROBE_REQUESTS,
     AvailabilityRule,
     Verdict,
     Window,
     as_timedelta,
     check_on_empty,
     empty_message,
-    probe_params,
-    probe_step,
     window_label,
 )
 from airflow_provider_cdr.day_window import DayWindow
@@ -150,13 +148,7 @@ class CDRRecordsSensor(BaseSensorOperator):
                 self.rule.settle_period,
             )
             return Verdict.WAIT
-        request: dict[str, str] | None = probe_params(query.as_params())
-        found = False
-        for _ in range(MAX_PROBE_REQUESTS):
-            if request is None:
-                break
-            found, request = probe_step(request, hook.fetch_page(request))
-        verdict = self.rule.judge(now, window.end, found)
+        verdict = self.rule.judge(now, window.end, hook.records_exist(query.as_params()))
         if verdict is Verdict.WAIT:
             self.log.info(
                 "No CDR record yet for %s; it counts as empty from %s",

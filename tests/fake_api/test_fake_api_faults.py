@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -107,6 +108,54 @@ def test_stall_outlasts_a_short_client_timeout(api: StandIn) -> None:
     api.set_faults(rate_stall=1.0, stall_s=0.6)
     with pytest.raises(requests.Timeout):
         get(api, timeout=0.2, **DAY, per_page=1)
+
+
+def body_pieces(server: StandIn, target: str) -> tuple[bytes, list[tuple[float, int]]]:
+    """GET on a raw socket; the body, and (seconds since the headers, bytes) of each read that brought some."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(
+            next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(
+                b":"
+            )[1]
+        )
+        headers_at, pieces = time.monotonic(), []
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            pieces.append((time.monotonic() - headers_at, len(chunk)))
+            body += chunk
+    return body, pieces
+
+
+def test_a_slow_body_trickles_at_the_configured_rate(api: StandIn) -> None:
+    target = f"/api/v2/cdr?key={api.api_key}&start_date=2024-03-05&end_date=2024-03-05&per_page=4"
+    whole = get(api, **DAY, per_page=4).content
+    api.set_faults(rate_slow_body=1.0, drip_bytes_per_s=4000)  # 200 bytes every 50 ms
+    body, pieces = body_pieces(api, target)
+    assert body == whole  # the same answer, only slower
+    assert len(pieces) >= len(whole) // 200 and max(size for _, size in pieces) <= 200
+    assert pieces[-1][0] >= (len(whole) / 4000) * 0.8  # the whole body takes its time...
+    assert pieces[0][0] < 0.2  # ...though bytes keep coming, so no per-read timeout would fire
+    api.set_faults(rate_slow_body=1.0, drip_bytes_per_s=1)  # a byte a second: a page would take hours
+    started = time.monotonic()
+    refused = get(api, start_date="2024-13-01", end_date="2024-13-01")
+    assert refused.status_code == 422 and time.monotonic() - started < 1.0  # only 200s trickle
+
+
+def test_slow_bodies_are_drawn_per_request_without_moving_older_faults() -> None:
+    old = FaultConfig(rate_429=0.2, rate_drop=0.1, rate_truncate=0.2, rate_drop_record=0.1)
+    with_drip = old.merged(rate_slow_body=0.3, drip_bytes_per_s=500)
+    decisions = [FaultInjector(7, with_drip).decide(n, 0) for n in range(1, 400)]
+    assert decisions == [FaultInjector(7, with_drip).decide(n, 0) for n in range(1, 400)]
+    before = [FaultInjector(7, old).decide(n, 0) for n in range(1, 400)]
+    assert [replace(d, drip_bytes_per_s=0) for d in decisions] == before
+    dripped = sum(1 for d in decisions if d.drip_bytes_per_s == 500)
+    assert 60 < dripped < 140  # about 30 % of the requests that reach the body faults
 
 
 def test_expired_token_only_hits_requests_with_a_token(api: StandIn) -> None:

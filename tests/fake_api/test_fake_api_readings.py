@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -261,6 +262,45 @@ def test_edge_ties_resend_the_tokens_millisecond(tied: StandIn, edge_ties: str, 
 
 
 # -- lookups -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hourly_server() -> Iterator[StandIn]:
+    with StandIn(**DEFAULTS, hour_edges=True, in_process=True) as stand_in:
+        yield stand_in
+
+
+@pytest.mark.parametrize(
+    ("start_bound", "end_bound", "at_start", "at_end"),
+    [
+        ("inclusive", "second", True, True),
+        ("exclusive", "second", False, True),
+        ("inclusive", "instant", True, True),
+        ("inclusive", "exclusive", True, False),
+        ("exclusive", "exclusive", False, False),
+    ],
+)
+def test_datetime_bounds_and_records_on_the_hour(
+    hourly_server: StandIn, start_bound: str, end_bound: str, at_start: bool, at_end: bool
+) -> None:
+    """A record at exactly 10:00:00.000 and one at 12:00:00.000, asked 10:00:00..12:00:00."""
+    hourly_server.set_profile(start_bound=start_bound, end_bound=end_bound)
+    local = ZoneInfo(DEFAULTS["timezone"])
+    on_the_hour = {
+        hour: record["uuid"]
+        for record in hourly_server.dataset.records_for_day(date(2024, 3, 5))
+        for hour in (10, 12)
+        if datetime.fromisoformat(record["timestamp"]).astimezone(local).time() == time(hour)
+    }
+    assert set(on_the_hour) == {10, 12}, "hour_edges puts a record on each hour"
+    window = {
+        "start_datetime": "2024-03-05T10:00:00",
+        "end_datetime": "2024-03-05T12:00:00",
+        "per_page": 10000,
+    }
+    got = set(uuids(get(hourly_server, **window)))
+    assert (on_the_hour[10] in got, on_the_hour[12] in got) == (at_start, at_end)
+    hourly_server.set_profile()
+
+
 def lookup(server: StandIn, **params: Any) -> requests.Response:
     return requests.get(
         server.url + "/api/v2/cdr/agents", params={"key": server.api_key, **params}, timeout=30
@@ -324,6 +364,15 @@ def test_drop_record_leaves_a_page_one_short_and_offsets_unchanged(api: StandIn)
     pages = [get(api, per_page=100, page=page, **DAY) for page in (2, 3)]
     assert [uuids(body) for body in pages] == [truth[100:199], truth[200:299]]
     assert {body["total"] for body in pages} == {2500}
+
+
+def test_an_oversized_page_carries_the_next_pages_first_record(api: StandIn) -> None:
+    truth = ordered(api, **DAY)
+    api.set_faults(rate_oversized_page=1.0)
+    pages = [get(api, per_page=100, page=page, **DAY) for page in (1, 2)]
+    assert [uuids(body) for body in pages] == [truth[0:101], truth[100:201]]
+    last = get(api, per_page=100, page=len(truth) // 100 + 1, **DAY)
+    assert uuids(last) == truth[len(truth) // 100 * 100 :]  # nothing beyond the search to add
 
 
 def test_repeat_page_repeats_the_previous_varying_page(api: StandIn) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import traceback
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError, CDRQueryError
+from airflow_provider_cdr.errors import CDRAPIError, CDRCancelled, CDRError, CDRPagingError, CDRQueryError
 from airflow_provider_cdr.hooks.cdr import CDRHook
+from tests.secret_support import KEY_WITH_URL_CHARACTERS, assert_secret_absent, exception_chain_text
 
 DAY = "2024-03-05"
+KEY = KEY_WITH_URL_CHARACTERS  # a key whose every URL form differs from it: all of them are looked for
 TEN_DAYS = {"start_date": "2024-03-01", "end_date": "2024-03-10"}  # 25,000 records: three search windows
 
 
@@ -174,43 +177,46 @@ def test_bad_filters_are_refused_before_any_request(hook: CDRHook, api: Any) -> 
 def test_a_wrong_key_fails_with_the_status_and_endpoint_but_never_the_key(
     api: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    secret = "wrong-key-7f3a9c"
-    hook = use_connection(monkeypatch, "cdr_bad_key", api.url, secret)
+    hook = use_connection(monkeypatch, "cdr_bad_key", api.url, KEY)
     with caplog.at_level(logging.DEBUG), pytest.raises(CDRAPIError) as err:
         list(hook.iter_records(start_date=DAY, end_date=DAY))
     assert err.value.status == 401 and "/api/v2/cdr" in str(err.value)
-    assert secret not in str(err.value) and secret not in repr(err.value)
-    assert all(secret not in record.getMessage() for record in caplog.records)
+    assert_secret_absent(exception_chain_text(err.value), "the error", KEY)
+    assert_secret_absent("\n".join(record.getMessage() for record in caplog.records), "a log record", KEY)
 
 
 def test_the_key_stays_out_of_logs_and_errors_when_requests_fail_and_retry(
-    api: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+    make_stand_in: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture,
 ) -> None:
-    secret = api.api_key
-    hook = use_connection(monkeypatch, "cdr_faulty", api.url, secret, max_retries=12, max_retry_wait=60)
-    api.set_faults(rate_5xx=0.1, burst_5xx=2, rate_drop=0.1, rate_429_retry_after=0.1, retry_after_s=1)
+    keyed = make_stand_in(api_key=KEY)
+    hook = use_connection(monkeypatch, "cdr_faulty", keyed.url, KEY, max_retries=12, max_retry_wait=60)
+    keyed.set_faults(rate_5xx=0.1, burst_5xx=2, rate_drop=0.1, rate_429_retry_after=0.1, retry_after_s=1)
     with caplog.at_level(logging.DEBUG):
         list(hook.iter_records(per_page=1000, start_date=DAY, end_date=DAY))
+    keyed.clear_faults()
     printed = capfd.readouterr()
     everything = printed.out + printed.err + "\n".join(record.getMessage() for record in caplog.records)
     assert "retry" in everything  # the retries were logged ...
-    assert "GET /api/v2/cdr?" in everything  # ... and so was urllib3's request line, scrubbed
-    assert secret not in everything
+    assert "GET /api/v2/cdr?" in everything  # ... and so was urllib3's request line (key encoded), scrubbed
+    assert_secret_absent(everything, "the logs", KEY)
 
 
 def test_an_unreachable_api_fails_cleanly_without_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    secret = "unreachable-secret-123"
     hook = use_connection(
-        monkeypatch, "cdr_closed", f"http://127.0.0.1:{port}", secret, max_retries=2, max_retry_wait=3
+        monkeypatch, "cdr_closed", f"http://127.0.0.1:{port}", KEY, max_retries=2, max_retry_wait=3
     )
     with pytest.raises(CDRAPIError) as err:
         list(hook.iter_records(start_date=DAY, end_date=DAY))
-    assert "ConnectionError" in str(err.value) and secret not in str(err.value)
-    chain = "".join(traceback.format_exception(err.value))  # causes and contexts included
-    assert "ConnectionError" in chain and secret not in chain
+    assert "ConnectionError" in str(err.value)
+    chain = exception_chain_text(err.value)  # causes and contexts included, suppressed or not
+    assert "ConnectionError" in chain
+    assert_secret_absent(chain, "the error or its chain", KEY)
 
 
 def test_plain_http_to_a_remote_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,5 +261,74 @@ def test_get_records_df_has_typed_columns(hook: CDRHook, api: Any) -> None:
 
 def test_test_connection(hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert hook.test_connection() == (True, "Connection to the CDR API works.")
-    ok, message = use_connection(monkeypatch, "cdr_wrong", api.url, "nope-secret").test_connection()
-    assert not ok and "401" in message and "nope-secret" not in message
+    ok, message = use_connection(monkeypatch, "cdr_wrong", api.url, KEY).test_connection()
+    assert not ok and "401" in message
+    assert_secret_absent(message, "the UI's message", KEY)
+
+
+# -- one slice fails: the others stop --------------------------------------------------------------
+
+GOOD_SLICES = [{"start_date": day, "end_date": day} for day in ("2024-03-05", "2024-03-06", "2024-03-07")]
+FATAL_SLICE = {"start_date": "2024-13-01", "end_date": "2024-13-01"}  # the stand-in answers 422: final
+
+
+def note_final_failures(extraction: Any) -> list[float]:
+    """When (wall clock, as the stand-in's) a request of `extraction` failed for good; not cancellations."""
+    failed_at: list[float] = []
+    fetch = extraction.fetch
+
+    def noted(params: Any, decode: Any) -> Any:
+        try:
+            return fetch(params, decode)
+        except CDRCancelled:
+            raise
+        except CDRError:
+            failed_at.append(time.time())
+            raise
+
+    extraction.fetch = noted
+    return failed_at
+
+
+def test_the_first_failing_slice_cuts_the_others_in_flight(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The others trickle (1 KB/s, a 60 s deadline): without cancellation the run would last a minute."""
+    # Every answer waits a second, so the three good slices are surely in flight when the 422 comes.
+    api.set_faults(rate_slow_body=1.0, drip_bytes_per_s=1000, rate_stall=1.0, stall_s=1.0)
+    hook = use_connection(monkeypatch, "cdr_cancel", api.url, api.api_key, request_deadline=60)
+    extraction = hook.extraction(concurrency=4, per_page=1000)
+    failed_at = note_final_failures(extraction)
+    with pytest.raises(CDRAPIError) as raised:
+        list(extraction.run([*GOOD_SLICES, FATAL_SLICE]))
+    ended = time.time()
+    assert raised.value.status == 422  # the first failure is the one the task reports
+    [failure] = failed_at
+    stats = api.stats()
+    assert stats["max_in_flight"] == 4 and stats["requests"] == 4  # the others were in flight; no retry
+    assert max(api.timeline()["arrivals"]) < failure
+    assert ended - failure < 1.0, "the slices in flight were not cut"
+
+
+def test_the_first_failing_slice_stops_the_others_retrying(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slice meets 5xx and backs off; then the API heals, except for the one slice it refuses (422).
+
+    Without cancellation the others would finish their budgets (8 retries, about a minute of waits).
+    """
+    api.set_faults(rate_5xx=1.0, burst_5xx=1)
+    hook = use_connection(monkeypatch, "cdr_cancel", api.url, api.api_key, request_deadline=60)
+    extraction = hook.extraction(concurrency=4, per_page=1000)
+    failed_at = note_final_failures(extraction)
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        run = runner.submit(lambda: list(extraction.run([*GOOD_SLICES, FATAL_SLICE])))
+        give_up = time.monotonic() + 60
+        while api.stats()["requests"] < 12:  # every slice is in its retries (4 first tries + 8 retries)
+            assert time.monotonic() < give_up and not run.done(), "the slices never started retrying"
+            time.sleep(0.02)
+        api.set_faults(rate_slow_body=1.0, drip_bytes_per_s=1000)  # good slices would now trickle for minutes
+        with pytest.raises(CDRAPIError) as raised:
+            run.result(timeout=60)
+    ended = time.time()
+    assert raised.value.status == 422
+    [failure] = failed_at
+    arrivals = api.timeline()["arrivals"]
+    assert max(arrivals) < failure + 0.1, "a request reached the API after the failure"
+    assert ended - failure < 1.0, "the other slices went on with their retries"

@@ -39,6 +39,20 @@ def land(out: Path, day: str, dag_id: str, **operator_kwargs: Any) -> Any:
     return dag.test(logical_date=datetime.now(timezone.utc))
 
 
+def defer_sensor(day: str, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A deferrable CDRRecordsSensor for `day` through dag.test(): its clock says the day has not ended
+    when execute() checks, so it defers, and the trigger (run inline) asks the API; returns the dag run."""
+    from airflow_provider_cdr import availability
+    from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
+
+    moments = iter([datetime.fromisoformat(f"{day}T12:00:00+00:00")])
+    monkeypatch.setattr(availability, "utcnow", lambda: next(moments, datetime.now(timezone.utc)))
+    with DAG(dag_id, schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as dag:
+        CDRRecordsSensor(task_id="wait", day=day, deferrable=True, poke_interval=1)
+    register_dag(dag)
+    return dag.test(logical_date=datetime.now(timezone.utc))
+
+
 def day_table(out: Path, day: str) -> pa.Table:
     """The day as a reader finds it at `date=DAY`, sorted by uuid."""
     return pq.read_table(out / f"date={day}").sort_by("uuid")

@@ -7,7 +7,9 @@ the console output and log records of dag.test() (it runs the task in process an
 there, not under AIRFLOW_HOME/logs; that folder is searched too), every byte of the metadata DB
 (XCom, RenderedTaskInstanceFields, task instances, asset events, audit log), the targeted rows as
 well, exception texts with their whole chain, every file name and byte under the output path, and
-the OpenLineage facets.
+the OpenLineage facets. The key holds URL-special characters (`/ + & = % space`), and every text is
+searched for it plain and percent-encoded (quote and quote_plus, upper and lower hex): a URL never
+carries it plain.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import pytest
 from airflow_provider_cdr.errors import CDRAPIError
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db
-from tests.reliability.reliability_support import land, point_connection
+from tests.reliability.reliability_support import defer_sensor, land, point_connection
+from tests.secret_support import KEY_WITH_URL_CHARACTERS, assert_secret_absent, exception_chain_text
 
-SECRET = "sEcReT-4f9c2b7e-KEY"
-WRONG_SECRET = "wRoNg-0d1e2f3a-KEY"
+# URL-special characters: the key in a URL is always encoded, so the encoded forms are looked for too.
+SECRET = KEY_WITH_URL_CHARACTERS
+WRONG_SECRET = "wR0ng/k3y+&x=%2F y"
 DAY = "2024-03-05"
 FAULTS = {
     "rate_5xx": 0.1,
@@ -51,19 +55,15 @@ def keyed(make_stand_in: Any) -> Any:
     return make_stand_in(api_key=SECRET)
 
 
-def exception_chain_text(error: BaseException) -> str:
-    """str, repr and traceback of the error and of every cause and context, suppressed or not."""
-    texts, seen = [], set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), "".join(traceback.format_exception(current))]
-        texts += [repr(arg) for arg in current.args]
-        pending += [current.__cause__, current.__context__]
-    return "\n".join(texts)
+def point_with_wrong_key(monkeypatch: pytest.MonkeyPatch, server: Any) -> None:
+    """`cdr_default` at `server` with WRONG_SECRET: every request is refused with 401."""
+    wrong = {
+        "conn_type": "cdr",
+        "host": server.url,
+        "password": WRONG_SECRET,
+        "extra": {"timezone": server.timezone},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CDR_DEFAULT", json.dumps(wrong))
 
 
 def metadata_rows(dag_ids: list[str]) -> str:
@@ -101,12 +101,6 @@ def everything_under(root: Path) -> bytes:
         if path.is_file():
             blobs.append(path.read_bytes())
     return b"\n".join(blobs)
-
-
-def assert_secret_absent(text: str | bytes, where: str, *secrets: str) -> None:
-    for secret in secrets:
-        needle: Any = secret.encode() if isinstance(text, bytes) else secret
-        assert needle not in text, f"the API key is in {where}"
 
 
 def test_the_key_is_nowhere_after_runs_that_retry_fail_and_are_refused(
@@ -147,17 +141,7 @@ def test_the_key_is_nowhere_after_runs_that_retry_fail_and_are_refused(
     runs.append(land(out, DAY, "secret_unreachable", slices=2))
     # 4. Fails: a wrong key, refused with 401.
     keyed.clear_faults()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CDR_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "cdr",
-                "host": keyed.url,
-                "password": WRONG_SECRET,
-                "extra": {"timezone": keyed.timezone},
-            }
-        ),
-    )
+    point_with_wrong_key(monkeypatch, keyed)
     runs.append(land(out, DAY, "secret_wrong_key", slices=2))
     assert [run.state for run in runs] == ["success", "failed", "failed", "failed"]
 
@@ -205,3 +189,31 @@ def test_exceptions_and_lineage_of_a_direct_run_hold_no_key(
             failing.execute({})
         assert_secret_absent(exception_chain_text(raised.value), "an exception or its chain", SECRET)
         assert_secret_absent(repr(failing.get_openlineage_facets_on_complete(None)), "lineage", SECRET)
+
+
+def test_the_key_is_nowhere_after_deferred_sensor_runs(
+    keyed: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The trigger's path (CDRAsyncHook, aiohttp): retries logged, a refused key turned into an event."""
+    caplog.set_level(logging.DEBUG)
+    point_connection(monkeypatch, keyed, max_retries=12, max_retry_wait=60)
+    keyed.set_faults(rate_5xx=0.2, burst_5xx=1)  # with seed 7: 503, 500, 503, then 200
+    succeeded = defer_sensor("2024-03-19", "secret_deferred_retries", monkeypatch)
+    keyed.clear_faults()
+    point_with_wrong_key(monkeypatch, keyed)
+    refused = defer_sensor("2024-03-19", "secret_deferred_refused", monkeypatch)
+    assert [succeeded.state, refused.state] == ["success", "failed"]
+
+    console = capfd.readouterr()
+    logged = console.out + console.err + "\n".join(record.getMessage() for record in caplog.records)
+    assert "retry 1" in logged and "HTTP 401" in logged, "the trigger's retries and refusal were logged"
+    assert_secret_absent(logged, "the task or trigger log", SECRET, WRONG_SECRET)
+    home = Path(os.environ["AIRFLOW_HOME"])
+    assert_secret_absent(
+        metadata_rows([succeeded.dag_id, refused.dag_id]), "XCom/rendered fields/TIs", SECRET
+    )
+    database = b"".join(path.read_bytes() for path in home.glob("airflow.db*"))
+    assert_secret_absent(database, "the metadata DB (trigger rows and events included)", SECRET, WRONG_SECRET)

@@ -1,162 +1,115 @@
-"""TLS is verified by default: a self-signed loopback server is refused, at once, without the key leaking.
+"""TLS is verified by default, the same way by both hooks: an untrusted server is refused at once, without
+the key leaking; a private CA named in the connection's `verify` is trusted, by the sync hook (poke, the
+operator) and by the async hook (the deferrable sensor's trigger) alike.
 
-The server is a throwaway ssl-wrapped http.server on 127.0.0.1 with a certificate made here with the
-`cryptography` package. Plain http:// to a host that is not loopback is refused unless the
-connection says allow_insecure_http (the refusal itself is also tested in tests/hooks).
+The server is the CDR stand-in behind TLS (tests/tls_stand_in.py) with a certificate signed by a private
+CA made here. Plain http:// to a host that is not loopback is refused unless the connection says
+allow_insecure_http (the refusal itself is also tested in tests/hooks).
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-import json
+import asyncio
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.hooks.cdr import CDRHook
+from airflow_provider_cdr.hooks.cdr_async import CDRAsyncHook, tls_context
+from tests.hook_clients import BOTH_HOOKS, Fetch, set_connection
+from tests.tls_stand_in import TLSStandIn, private_ca, server_certificate
 
 SECRET = "tls-secret-5b8e1d"
-DAY = "2024-03-05"
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, False, False, False), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
-class _EmptyDay(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)  # type: ignore[attr-defined]
-        body = json.dumps({"records": [], "search_token": None}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _CountingServer(ThreadingHTTPServer):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.connections = 0
-        self.requests: list[str] = []
-
-    def get_request(self) -> Any:
-        self.connections += 1
-        return super().get_request()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the client hanging up mid-handshake is the point
+DAY = {"start_date": "2024-03-05", "end_date": "2024-03-05", "per_page": "10", "page": "1"}
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[_CountingServer, Path]]:
-    cert, key = self_signed(tmp_path)
-    server = _CountingServer(("127.0.0.1", 0), _EmptyDay)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, cert
-    server.shutdown()
-    server.server_close()
+def ca_and_server(tmp_path: Path) -> Iterator[tuple[Path, TLSStandIn]]:
+    """A private CA's bundle, and the stand-in serving a certificate that CA signed."""
+    ca = private_ca(tmp_path)
+    with TLSStandIn(*server_certificate(ca, tmp_path), api_key=SECRET) as server:
+        yield ca.cert_path, server
 
 
-def hook_for(monkeypatch: pytest.MonkeyPatch, host: str, **extra: Any) -> CDRHook:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CDR_TLS",
-        json.dumps(
-            {"conn_type": "cdr", "host": host, "password": SECRET, "extra": {"timezone": "UTC", **extra}}
-        ),
-    )
-    return CDRHook(cdr_conn_id="cdr_tls")
+def use_connection(monkeypatch: pytest.MonkeyPatch, host: str, **extra: Any) -> str:
+    return set_connection(monkeypatch, "cdr_tls", host, SECRET, **{"timezone": "UTC", **extra})
 
 
-def test_sessions_verify_certificates_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    session = hook_for(monkeypatch, "https://cc-ams03.voiso.com").get_conn()
-    assert session.verify is True
+def test_both_hooks_verify_certificates_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    hook = CDRHook(cdr_conn_id=use_connection(monkeypatch, "https://cc-ams03.voiso.com"))
+    assert hook.endpoint.verify == certifi.where()  # requests' own default bundle: the same for both hooks
+    assert hook.get_conn().verify == certifi.where()
+    context = tls_context(hook.endpoint)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ssl.get_default_verify_paths().openssl_cafile)
+    assert CDRHook(cdr_conn_id="cdr_tls").endpoint.verify == ssl.get_default_verify_paths().openssl_cafile
+    off = CDRHook(cdr_conn_id=use_connection(monkeypatch, "https://cc-ams03.voiso.com", verify="false"))
+    assert off.endpoint.verify is False and tls_context(off.endpoint).verify_mode == ssl.CERT_NONE
 
 
-def test_a_self_signed_server_is_refused_at_once_without_the_key(
-    tls_server: tuple[_CountingServer, Path], monkeypatch: pytest.MonkeyPatch
+def test_a_ca_bundle_that_does_not_exist_is_refused_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    server, _ = tls_server
-    host, port = server.server_address[:2]
-    hook = hook_for(monkeypatch, f"https://{host}:{port}")
-    with pytest.raises(CDRAPIError, match=r"TLS verification .* failed") as raised:
-        list(hook.iter_records(start_date=DAY, end_date=DAY))
-    assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value) or "certificate verify failed" in str(
-        raised.value
-    )
-    assert SECRET not in str(raised.value)
-    assert server.requests == [], "no request (and no key) went over the unverified connection"
+    conn_id = use_connection(monkeypatch, "https://cc-ams03.voiso.com", verify=str(tmp_path / "nope.pem"))
+    with pytest.raises(CDRQueryError, match=r"verify=.*existing CA bundle"):
+        CDRHook(cdr_conn_id=conn_id).get_conn()
+    with pytest.raises(CDRQueryError, match=r"verify=.*existing CA bundle"):
+        asyncio.run(CDRAsyncHook(cdr_conn_id=conn_id).endpoint())
+
+
+@BOTH_HOOKS
+def test_an_untrusted_certificate_is_refused_at_once_without_the_key(
+    fetch: Fetch, ca_and_server: tuple[Path, TLSStandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, server = ca_and_server
+    conn_id = use_connection(monkeypatch, server.url)  # the default bundle does not know the private CA
+    with pytest.raises(
+        CDRAPIError, match=r"TLS verification of https://127\.0\.0\.1:\d+ failed \(no retry\)"
+    ) as raised:
+        fetch(conn_id, DAY)
+    message = str(raised.value)
+    assert "certificate verify failed" in message.lower() or "CERTIFICATE_VERIFY_FAILED" in message
+    assert "connection extra `verify`" in message  # says what to do about it
+    assert SECRET not in message
+    assert server.requests() == 0, "no request (and no key) went over the unverified connection"
     assert server.connections == 1, "a certificate error is not retried"
 
 
-def test_the_same_server_is_accepted_when_its_certificate_is_trusted(
-    tls_server: tuple[_CountingServer, Path], monkeypatch: pytest.MonkeyPatch
+@BOTH_HOOKS
+def test_a_private_ca_named_in_verify_is_trusted(
+    fetch: Fetch, ca_and_server: tuple[Path, TLSStandIn], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server, cert = tls_server
-    host, port = server.server_address[:2]
+    ca_bundle, server = ca_and_server
     # A worker image's CA bundle variable must not override the connection's own `verify`.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ssl.get_default_verify_paths().openssl_cafile)
-    hook = hook_for(monkeypatch, f"https://{host}:{port}", verify=str(cert))
-    assert list(hook.iter_records(start_date=DAY, end_date=DAY)) == []
-    assert len(server.requests) == 1
+    body = fetch(use_connection(monkeypatch, server.url, verify=str(ca_bundle)), DAY)
+    assert len(body["records"]) == 10
+    assert server.requests() == 1 and server.connections == 1
 
 
 @pytest.mark.parametrize("host", ["http://cdr.example.com", "http://10.1.2.3:8080", "http://[2001:db8::1]"])
 def test_plain_http_off_loopback_needs_allow_insecure_http(
     host: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    conn_id = use_connection(monkeypatch, host)
     with pytest.raises(CDRQueryError, match="allow_insecure_http"):
-        hook_for(monkeypatch, host).get_conn()
-    session = hook_for(monkeypatch, host, allow_insecure_http=True).get_conn()
-    assert session.verify is True and "allow_insecure_http" not in session.headers
+        CDRHook(cdr_conn_id=conn_id).get_conn()
+    with pytest.raises(CDRQueryError, match="allow_insecure_http"):
+        asyncio.run(CDRAsyncHook(cdr_conn_id=conn_id).endpoint())
+    session = CDRHook(cdr_conn_id=use_connection(monkeypatch, host, allow_insecure_http=True)).get_conn()
+    assert session.verify and "allow_insecure_http" not in session.headers
 
 
 @pytest.mark.parametrize("host", ["http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"])
 def test_plain_http_on_loopback_is_allowed(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert hook_for(monkeypatch, host).get_conn() is not None
+    conn_id = use_connection(monkeypatch, host)
+    assert CDRHook(cdr_conn_id=conn_id).get_conn() is not None
+    assert asyncio.run(CDRAsyncHook(cdr_conn_id=conn_id).endpoint()).base_url == host

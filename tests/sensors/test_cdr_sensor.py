@@ -8,8 +8,10 @@ moments on that same timeline. dag.test() runs the task, and any trigger, in thi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,8 @@ from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
 from tests.airflow_db import ensure_airflow_db, register_dag
+from tests.conftest import connection_json
+from tests.tls_stand_in import TLSStandIn, private_ca, server_certificate
 
 UTC = timezone.utc
 # 2024-03-19 in São Paulo: [03:00Z, next day 03:00Z); complete on the frozen stand-in.
@@ -93,14 +97,14 @@ def clock(monkeypatch: pytest.MonkeyPatch, *moments: datetime) -> None:
 def trigger_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any], dict[str, str]]]:
     """(serialized kwargs, event) of every CDRRecordsTrigger run, however Airflow built it."""
     seen: list[tuple[dict[str, Any], dict[str, str]]] = []
-    original = CDRRecordsTrigger._watch
+    original = CDRRecordsTrigger.run
 
-    async def spy(self: CDRRecordsTrigger) -> dict[str, str]:
-        event = await original(self)
-        seen.append((self.serialize()[1], event))
-        return event
+    async def spy(self: CDRRecordsTrigger) -> AsyncIterator[Any]:
+        async for event in original(self):
+            seen.append((self.serialize()[1], dict(event.payload)))
+            yield event
 
-    monkeypatch.setattr(CDRRecordsTrigger, "_watch", spy)
+    monkeypatch.setattr(CDRRecordsTrigger, "run", spy)
     return seen
 
 
@@ -359,3 +363,42 @@ def test_templated_filters_are_checked_before_any_request(cdr_conn: Any) -> None
     run = run_dag(dag)
     assert run.state == "failed"
     assert cdr_conn.stats()["requests"] == 0
+
+
+# -- deferred over TLS: the trigger trusts exactly what the connection says ---------------------------
+
+
+def test_deferrable_over_tls_trusts_the_private_ca_named_in_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trigger_events: list[Any]
+) -> None:
+    ca = private_ca(tmp_path)
+    with TLSStandIn(*server_certificate(ca, tmp_path)) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_CDR_DEFAULT", connection_json(server, verify=str(ca.cert_path)))
+        clock(monkeypatch, datetime(2024, 3, 20, 2, 0, tzinfo=UTC), datetime(2024, 3, 20, 12, 0, tzinfo=UTC))
+        run = run_dag(sensor_dag("sensor_defer_private_ca", day=DAY, deferrable=True, poke_interval=1))
+    assert run.state == "success"
+    [(_, event)] = trigger_events
+    assert event["status"] == "available"
+    assert xcom_return(run) == {"status": "available", **DAY_SUMMARY}
+    assert server.requests() == 1  # execute()'s check was too early: the trigger asked, over TLS
+
+
+def test_deferrable_over_tls_fails_at_once_on_an_untrusted_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trigger_events: list[Any], capfd: Any
+) -> None:
+    with TLSStandIn(*server_certificate(private_ca(tmp_path), tmp_path)) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_CDR_DEFAULT", connection_json(server))  # the default CA bundle
+        clock(monkeypatch, datetime(2024, 3, 20, 2, 0, tzinfo=UTC), datetime(2024, 3, 20, 12, 0, tzinfo=UTC))
+        run = run_dag(sensor_dag("sensor_defer_untrusted", day=DAY, deferrable=True, poke_interval=1))
+    assert run.state == "failed"
+    [(_, event)] = trigger_events
+    assert event["status"] == "error" and "(no retry)" in event["message"]
+    assert server.connections == 1 and server.requests() == 0  # no retry, and the key never went out
+    logged = "".join(capfd.readouterr())
+    assert re.search(
+        r"Waiting for CDR records failed: CDRAPIError: GET /api/v2/cdr: TLS verification of "
+        r"https://127\.0\.0\.1:\d+ failed \(no retry\): .*certificate verify failed",
+        logged,
+        re.IGNORECASE,
+    )
+    assert server.api_key not in logged

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from airflow_provider_cdr import availability
 from airflow_provider_cdr.errors import CDRQueryError
 from airflow_provider_cdr.fake_api.faults import FaultConfig, FaultInjector
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
+from tests.tls_stand_in import TLSStandIn, private_ca, server_certificate
 
 # 2024-03-19 in São Paulo (UTC-3): complete on the stand-in frozen at 2024-03-20T12:00Z.
 DAY = {"start_datetime": "2024-03-19T00:00:00", "end_datetime": "2024-03-19T23:59:59"}
@@ -250,3 +252,55 @@ def test_the_poll_interval_and_edges_bound_each_sleep() -> None:
     end = datetime.fromisoformat(DAY_END)
     assert trigger.rule.seconds_to_next_check(end, end, trigger.poll_interval) == 60
     assert trigger.rule.seconds_to_next_check(end - timedelta(hours=1), end, trigger.poll_interval) == 600
+
+
+# -- the connection's TLS trust and the request deadline, as the sync hook has them ----------------------
+
+
+@pytest.fixture
+def private_tls(tmp_path: Path) -> Iterator[tuple[Path, TLSStandIn]]:
+    """A private CA's bundle, and the stand-in behind TLS with a certificate that CA signed."""
+    ca = private_ca(tmp_path)
+    with TLSStandIn(*server_certificate(ca, tmp_path)) as server:
+        yield ca.cert_path, server
+
+
+def test_a_private_ca_named_in_verify_is_trusted(
+    private_tls: tuple[Path, TLSStandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_bundle, server = private_tls
+    conn_id = use_connection(monkeypatch, server, "cdr_trigger_private_ca", verify=str(ca_bundle))
+    event = first_event(CDRRecordsTrigger(conn_id=conn_id, params=DAY, window_end=DAY_END))
+    assert event["status"] == "available", event
+    assert server.requests() == 1 and server.connections == 1
+
+
+def test_an_untrusted_certificate_is_an_error_event_at_once(
+    private_tls: tuple[Path, TLSStandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, server = private_tls
+    conn_id = use_connection(
+        monkeypatch, server, "cdr_trigger_untrusted"
+    )  # the default bundle: no private CA
+    started = time.monotonic()
+    event = first_event(CDRRecordsTrigger(conn_id=conn_id, params=DAY, window_end=DAY_END))
+    assert event["status"] == "error"
+    assert "TLS verification of https://127.0.0.1" in event["message"] and "(no retry)" in event["message"]
+    assert "certificate verify failed" in event["message"].lower()
+    assert server.connections == 1 and server.requests() == 0  # not retried; the key never went out
+    assert time.monotonic() - started < 2.0  # the default budget's first backoffs alone would be longer
+    assert server.api_key not in json.dumps(event)
+
+
+def test_a_trickling_answer_is_cut_at_the_request_deadline(
+    clean_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn_id = use_connection(monkeypatch, clean_api, "cdr_trigger_drip", request_deadline=0.5, max_retries=1)
+    clean_api.set_faults(rate_slow_body=1.0, drip_bytes_per_s=100)
+    started = time.monotonic()
+    event = first_event(CDRRecordsTrigger(conn_id=conn_id, params=DAY, window_end=DAY_END))
+    assert event["status"] == "error"
+    assert "failed after 2 attempts" in event["message"]
+    assert "no whole answer within the request deadline (0.5s)" in event["message"]
+    assert clean_api.stats()["requests"] == 2
+    assert time.monotonic() - started < 3.0
