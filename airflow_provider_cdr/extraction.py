@@ -31,8 +31,8 @@ import numpy as np
 import orjson
 
 from airflow_provider_cdr.dedupe import SeenUUIDs, contains, sort_keys, uuid_keys
-from airflow_provider_cdr.errors import CDRAPIError, CDRPagingError, CDRSearchTokenExpired
-from airflow_provider_cdr.paging import PageFacts, SearchPager, ServerPaging, StalePageError
+from airflow_provider_cdr.errors import CDRAPIError, CDRCancelled, CDRPagingError, CDRSearchTokenExpired
+from airflow_provider_cdr.paging import EDGE_KEYS, PageFacts, SearchPager, ServerPaging, StalePageError
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ def _page_facts(page: Page[Any], new: int, first_seen: bool) -> PageFacts:
         new=new,
         first_seen=first_seen,
         fingerprint=hashlib.blake2b(keys.tobytes(), digest_size=16).digest() if len(keys) else None,
-        first_key=keys[0].tobytes() if len(keys) else None,
+        head=tuple(key.tobytes() for key in keys[:EDGE_KEYS]),
+        tail=tuple(key.tobytes() for key in keys[-EDGE_KEYS:]),
         span_ms=page.span_ms,
     )
 
@@ -257,6 +258,10 @@ class Extraction(Generic[T]):
     seen: SeenUUIDs = field(default_factory=SeenUUIDs)
     close: Callable[[], None] = lambda: None
     """Called once the run ends, however it ends (e.g. to close the HTTP session)."""
+    cancel: Callable[[], None] = lambda: None
+    """Called when a slice fails (or the caller stops reading): the fetcher then stops the other
+    slices' requests at once (in flight, retrying or not yet sent) with CDRCancelled, so the run
+    ends within about one request instead of after their retry budgets."""
     read_body: Callable[[bytes], Page[T] | None] = lambda body: None
     """A faster bytes -> page for pages without surprises, run outside the lock; None: not this page."""
     _cpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -310,10 +315,15 @@ class Extraction(Generic[T]):
     def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         # One page waits here; a worker with the next one waits to hand it over: about a page per worker.
         handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
-        stop = threading.Event()
+        stop = threading.Event()  # no slice starts another request
+        gone = threading.Event()  # the consumer reads no more: nothing is handed over
+
+        def stop_all() -> None:
+            stop.set()
+            self.cancel()
 
         def put(item: Any) -> None:
-            while not stop.is_set():
+            while not gone.is_set():
                 try:
                     handoff.put(item, timeout=0.2)
                     return
@@ -324,7 +334,10 @@ class Extraction(Generic[T]):
             try:
                 for page in search_pages(self.fetch, self.decode, params, self.paging, self.stats, stop):
                     put(page)
+            except CDRCancelled:
+                pass  # another slice failed first: its error is the one the consumer raises
             except BaseException as err:  # handed to the consumer, which re-raises it
+                stop_all()
                 put(_Failed(err))
             finally:
                 put(_DONE)
@@ -343,5 +356,6 @@ class Extraction(Generic[T]):
                 else:
                     yield item
         finally:
-            stop.set()
+            gone.set()
+            stop_all()
             pool.shutdown(wait=True, cancel_futures=True)

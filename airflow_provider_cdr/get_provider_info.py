@@ -66,6 +66,12 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Request timeout (s)",
                         "schema": {"type": ["number", "null"]},
                     },
+                    "request_deadline": {
+                        "label": "Request deadline (s)",
+                        "description": "Longest one attempt may take, slow body included; then it is "
+                        "retried. Default 300.",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
                     "max_retries": {
                         "label": "Retries per request",
                         "description": "On 429, 5xx, connection errors and timeouts. Default 8.",

@@ -30,15 +30,16 @@ class RequestGate:
         self._lock = threading.Lock()
         self._sent: deque[float] = deque()
         self._paused_until = 0.0
-        self.waited = 0.0
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for `seconds` from now (a server asked us to back off)."""
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    def wait(self) -> None:
-        """Return when one more request may be sent, and count it as sent."""
+    def wait(self, stop: threading.Event | None = None) -> None:
+        """Return when one more request may be sent, and count it as sent; or, without counting it,
+        as soon as `stop` is set (the extraction was cancelled: a long Retry-After pause must not hold
+        it)."""
         while True:
             with self._lock:
                 now = time.monotonic()
@@ -51,8 +52,10 @@ class RequestGate:
                 if delay <= 0:
                     self._sent.append(now)
                     return
-            self.waited += delay
-            time.sleep(delay)
+            if stop is None:
+                time.sleep(delay)
+            elif stop.wait(delay):
+                return
 
 
 _shared_gates: dict[tuple[str, float | None], RequestGate] = {}

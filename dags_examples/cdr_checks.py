@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,39 @@ class PartitionCheck:
         if self.outside_day:
             found.append(f"{self.outside_day} timestamps outside {self.day}")
         return found
+
+
+def landed_manifest(records_path: str, day: date, conn_id: str | None = None) -> dict[str, Any] | None:
+    """The manifest of a committed day, or None: the manifest is written last, so no manifest, no day."""
+    manifest = open_partition(f"{records_path}/date={day.isoformat()}", conn_id) / MANIFEST
+    if not manifest.exists():
+        return None
+    landed: dict[str, Any] = json.loads(manifest.read_text())
+    return landed
+
+
+def is_landed(records_path: str, day: date, conn_id: str | None = None) -> bool:
+    """A day counts as landed once a complete version is committed (a partial one, landed with
+    `allow_partial` before the day ended, says "complete": false and is landed again)."""
+    manifest = landed_manifest(records_path, day, conn_id)
+    return manifest is not None and manifest.get("complete", True) is not False
+
+
+def day_has_settled(day: date, timezone: str, settle_period: timedelta, now: datetime) -> bool:
+    """Whether `day` (account-local) has ended and settled at `now`."""
+    return DayWindow(day, ZoneInfo(timezone)).end + settle_period <= now
+
+
+def days_to_reland(day: date, timezone: str, lookback_days: int, now: datetime) -> list[date]:
+    """The days before `day` that its run lands again, so records that arrived late reach the lake.
+
+    Only a timely run (started within a day of its day's end) re-lands: a catch-up or backfill run
+    lands days whose late records are long in, and re-landing from runs that overlap would only
+    make them race for the same day.
+    """
+    if now - DayWindow(day, ZoneInfo(timezone)).end > timedelta(days=1):
+        return []
+    return [day - timedelta(days=back) for back in range(1, lookback_days + 1)]
 
 
 def open_partition(location: str, conn_id: str | None = None) -> ObjectStoragePath:

@@ -15,6 +15,7 @@ does not catch up.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ from airflow_provider_cdr.hooks.cdr import LOOKUP_PATHS, CDRHook
 LOOKUPS = tuple(LOOKUP_PATHS)  # agents, queues, teams, wrapup_codes, campaigns, deleted_agents
 STRING_IDS = {"wrapup_codes"}
 
+log = logging.getLogger(__name__)
 settings = cdr_settings.load()
 
 
@@ -97,7 +99,7 @@ with DAG(
     tags=["cdr"],
 ) as dag:
 
-    @task(pool=settings.pool)
+    @task(pool=settings.pool, execution_timeout=settings.task_timeout)
     def snapshot(name: str, **context: Any) -> dict[str, Any]:
         """Fetch one lookup list and write its day's dimension file."""
         hook = CDRHook(cdr_conn_id=settings.cdr_conn_id)
@@ -106,7 +108,7 @@ with DAG(
         table = to_table(name, items, datetime.now(timezone.utc))
         target = f"{settings.dimensions_path}/{name}/date={day.isoformat()}/{name}.parquet"
         written = write_table(table, target, settings.output_conn_id)
-        print(f"{name}: {table.num_rows} rows -> {written}")
+        log.info("%s: %d rows -> %s", name, table.num_rows, written)
         return {"name": name, "day": day.isoformat(), "rows": table.num_rows, "location": written}
 
     snapshot.expand(name=list(LOOKUPS))

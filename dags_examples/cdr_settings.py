@@ -24,6 +24,11 @@ deployment (MinIO, CeleryExecutor) and production; only these variables change:
 ``CDR_GRACE_HOURS``        how long after a day's end "no record yet" still means "not yet"
                            rather than "a quiet day" (default 6).
 ``CDR_POKE_INTERVAL_S``    seconds between two checks of the waiting sensor (default 300).
+``CDR_LOOKBACK_DAYS``      how many days before its own a timely daily run lands again, so
+                           records that arrive or change late reach the lake (default 1;
+                           0 turns it off). Each costs that day's requests again.
+``CDR_TASK_TIMEOUT_MIN``   ``execution_timeout`` of the landing tasks, in minutes (default 120):
+                           a task that hangs is failed (and retried) instead of holding its slot.
 =========================  ===================================================================
 
 Every value is read when a DAG file is parsed, through a function, so a test or the demo
@@ -56,6 +61,8 @@ class CDRDagSettings:
     settle_period: timedelta
     grace_period: timedelta
     poke_interval: float
+    lookback_days: int
+    task_timeout: timedelta
 
     @property
     def records_path(self) -> str:
@@ -109,4 +116,6 @@ def load() -> CDRDagSettings:
         settle_period=timedelta(minutes=float(_env("CDR_SETTLE_MINUTES", "30"))),
         grace_period=timedelta(hours=float(_env("CDR_GRACE_HOURS", "6"))),
         poke_interval=float(_env("CDR_POKE_INTERVAL_S", "300")),
+        lookback_days=int(_env("CDR_LOOKBACK_DAYS", "1")),
+        task_timeout=timedelta(minutes=float(_env("CDR_TASK_TIMEOUT_MIN", "120"))),
     )

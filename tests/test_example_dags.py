@@ -84,8 +84,12 @@ def test_daily_dag_is_sensor_then_land_then_check(bag: BundleDagBag, tmp_path: P
     assert land.output_path == f"{tmp_path}/cdr"
     assert land.timezone == "America/Sao_Paulo"
     assert wait.downstream_task_ids == {"land_day"}
-    assert land.downstream_task_ids == {"check_day"}
+    assert land.downstream_task_ids == {"check_day", "reland_day"}
     assert dag.get_task("check_day").retries == 0  # rereading the same files gives the same verdict
+    reland = dag.get_task("reland_day")
+    assert reland.upstream_task_ids == {"land_day", "recent_days"}
+    assert land.execution_timeout == reland.partial_kwargs["execution_timeout"] == timedelta(minutes=120)
+    assert land.settle_period == reland.partial_kwargs["settle_period"] == timedelta(minutes=30)
 
 
 def test_daily_dag_caps_its_load_on_the_api(bag: BundleDagBag) -> None:

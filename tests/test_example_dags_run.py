@@ -86,7 +86,9 @@ def test_daily_dag_lands_consecutive_days_equal_to_ground_truth(out: Path, cdr_c
     for day in ("2024-03-10", "2024-03-11"):
         run = dag.test(logical_date=midnight_after(day))
         assert run.state == "success", states(run)
-        assert set(states(run).values()) == {"success"}
+        # Landed years after the day ended: nothing to land again for late records.
+        assert states(run).pop(("reland_day", -1)) == "skipped"
+        assert set(states(run).values()) - {"skipped"} == {"success"}
         landed = landed_uuids(out / "cdr", day)
         truth = cdr_conn.truth(start_date=day, end_date=day)
         assert len(truth) > 0
@@ -176,6 +178,84 @@ def test_range_dag_maps_one_task_per_day_and_skips_landed_days(out: Path, cdr_co
     run = dag.test(run_conf={"start_day": days[0], "end_day": days[0], "redo_landed": True})
     assert run.state == "success", states(run)
     assert [item["day"] for item in xcoms(run, "land_day")] == [days[0]]
+
+
+def test_daily_dag_lands_the_day_before_again_so_late_records_arrive(
+    out: Path, make_stand_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records that reach the API after their day was landed reach the lake with the next day's run."""
+    from airflow_provider_cdr import availability
+
+    late = make_stand_in(records_per_day=1200, now="2024-03-06T03:40:00Z", ingest_lag_s=2 * 3600)
+    connection = {
+        "conn_type": "cdr",
+        "host": late.url,
+        "password": late.api_key,
+        "extra": {"timezone": TIMEZONE},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CDR_DEFAULT", json.dumps(connection))
+    monkeypatch.setenv("CDR_LOOKBACK_DAYS", "1")
+    dag, day, next_day = load_dag("cdr_daily"), "2024-03-05", "2024-03-06"
+
+    # 40 minutes after the day's end, the records of its last 80 minutes are still on their way.
+    late.set_clock(now="2024-03-06T03:40:00Z")
+    monkeypatch.setattr(availability, "utcnow", lambda: datetime(2024, 3, 6, 3, 40, tzinfo=ZoneInfo("UTC")))
+    run = dag.test(logical_date=midnight_after(day))
+    assert run.state == "success", states(run)
+    first = set(landed_uuids(out / "cdr", day))
+    whole_day = {"start_date": day, "end_date": day}
+    assert first == late.truth(**whole_day) and len(first) < 1200
+
+    # The next day's timely run lands that day again: now with every record.
+    late.set_clock(now="2024-03-07T03:40:00Z")
+    monkeypatch.setattr(availability, "utcnow", lambda: datetime(2024, 3, 7, 3, 40, tzinfo=ZoneInfo("UTC")))
+    run = dag.test(logical_date=midnight_after(next_day))
+    assert run.state == "success", states(run)
+    assert [item["day"] for item in xcoms(run, "reland_day")] == [day]
+    assert set(landed_uuids(out / "cdr", day)) == late.truth(**whole_day)
+    assert len(late.truth(**whole_day)) == 1200
+    manifest = json.loads((out / "cdr" / f"date={day}" / "_manifest.json").read_text())
+    assert len(manifest["versions"]) == 2, "the manifest keeps when each version was landed"
+
+
+def test_daily_dag_catch_up_runs_do_not_land_days_again(out: Path, cdr_conn: Any) -> None:
+    dag = load_dag("cdr_daily")
+    for day in ("2024-03-16", "2024-03-17"):  # landed now, years after they ended
+        run = dag.test(logical_date=midnight_after(day))
+        assert run.state == "success", states(run)
+    assert xcoms(run, "recent_days") == [[]]
+    assert states(run)[("reland_day", -1)] == "skipped"
+
+
+def test_range_dag_refuses_a_day_that_has_not_ended(out: Path, cdr_conn: Any) -> None:
+    today = datetime.now(ZoneInfo(TIMEZONE)).date().isoformat()
+    run = load_dag("cdr_backfill_range").test(
+        run_conf={"start_day": "2024-03-14", "end_day": today, "redo_landed": False}
+    )
+    assert states(run)[("days_to_land", -1)] == "failed"
+    assert cdr_conn.stats()["requests"] == 0
+
+
+def test_range_dag_lands_again_a_day_landed_as_partial(out: Path, cdr_conn: Any) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_cdr import availability
+    from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
+    from tests.airflow_db import register_dag
+
+    day = "2024-03-18"
+    with DAG("partial_for_range", schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as partial:
+        CDRToParquetOperator(task_id="land", output_path=str(out / "cdr"), day=day, allow_partial=True)
+    register_dag(partial)
+    with pytest.MonkeyPatch.context() as clock:  # while the day is still going on
+        clock.setattr(availability, "utcnow", lambda: datetime(2024, 3, 18, 20, tzinfo=ZoneInfo("UTC")))
+        assert partial.test().state == "success"
+    run = load_dag("cdr_backfill_range").test(
+        run_conf={"start_day": day, "end_day": day, "redo_landed": False}
+    )
+    assert run.state == "success", states(run)
+    assert xcoms(run, "days_to_land") == [[day]], "a partial day does not count as landed"
+    assert json.loads((out / "cdr" / f"date={day}" / "_manifest.json").read_text())["complete"] is True
 
 
 def test_range_dag_refuses_a_reversed_range(out: Path, cdr_conn: Any) -> None:

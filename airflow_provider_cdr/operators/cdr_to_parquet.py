@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid as uuid_lib
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_cdr import availability
 from airflow_provider_cdr.arguments import check_filters, day_from_context, is_templated, parse_day, time_zone
 from airflow_provider_cdr.arrays import bool_array
 from airflow_provider_cdr.arrow_page import read_page
+from airflow_provider_cdr.availability import as_timedelta
 from airflow_provider_cdr.day_window import DayWindow
 from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
 from airflow_provider_cdr.extraction import Extraction
@@ -21,13 +24,15 @@ from airflow_provider_cdr.output import asset_uri, open_base
 from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary
 from airflow_provider_cdr.query import CDRQuery
 from airflow_provider_cdr.records import RecordConverter
+from airflow_provider_cdr.zone_check import CDRTimeZoneMismatch, ZoneCheck
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 # Past this share of records outside the day, the time zone is probably wrong.
-OUT_OF_DAY_WARN_SHARE = 0.01
+MAX_OUT_OF_DAY_SHARE = 0.01
 DEFAULT_SLICES = 8
+COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 
 
 class CDRToParquetOperator(BaseOperator):
@@ -47,7 +52,16 @@ class CDRToParquetOperator(BaseOperator):
     :param filters: any documented filter except the date window. (templated)
     :param slices: how many time slices of the day are fetched concurrently.
     :param concurrency: requests in flight at once; default: the connection's ``concurrency``.
-    :param per_page: records per request; default: the connection's ``per_page`` (10000).
+    :param per_page: records asked per request; default: the connection's ``per_page`` (10000).
+    :param settle_period: how long after its end a day's records are trusted to be in (timedelta or
+        seconds; default 0). A day is landed only once it has ended and settled.
+    :param allow_partial: land a day that has not ended (and settled) yet; its manifest then says
+        ``"complete": false``, so the example backfill DAG does not count it as landed.
+    :param max_out_of_day_share: the share of records the API returns for the day that may lie
+        outside it before the task fails for a wrong time zone (default 1 %).
+    :param check_offsets: fail when records carry a UTC offset the time zone does not have at their
+        instant (default); turn off only for an API that stamps records in another zone than the
+        account's.
     """
 
     template_fields: Sequence[str] = ("output_path", "day", "filters")
@@ -69,6 +83,10 @@ class CDRToParquetOperator(BaseOperator):
         row_group_rows: int = 65_536,
         file_rows: int = 1_000_000,
         max_restarts: int = 2,
+        settle_period: timedelta | float = timedelta(0),
+        allow_partial: bool = False,
+        max_out_of_day_share: float = MAX_OUT_OF_DAY_SHARE,
+        check_offsets: bool = True,
         **kwargs: Any,
     ) -> None:
         if not output_path or not isinstance(output_path, str):
@@ -79,8 +97,18 @@ class CDRToParquetOperator(BaseOperator):
             check_filters(filters)
         if day is not None and not is_templated(day):
             parse_day(day)
-        if slices < 1:
-            raise CDRQueryError(f"slices must be at least 1, got {slices}")
+        _check_sizes(
+            slices=slices,
+            concurrency=concurrency,
+            per_page=per_page,
+            row_group_rows=row_group_rows,
+            file_rows=file_rows,
+            max_restarts=max_restarts,
+        )
+        if compression not in COMPRESSIONS:
+            raise CDRQueryError(f"compression={compression!r} is not one of {', '.join(COMPRESSIONS)}")
+        if not 0 <= max_out_of_day_share < 1:
+            raise CDRQueryError(f"max_out_of_day_share={max_out_of_day_share} must be in [0, 1)")
         if not is_templated(output_path) and "outlets" not in kwargs:
             kwargs["outlets"] = [Asset(asset_uri(output_path))]
         super().__init__(**kwargs)
@@ -97,6 +125,10 @@ class CDRToParquetOperator(BaseOperator):
         self.row_group_rows = row_group_rows
         self.file_rows = file_rows
         self.max_restarts = max_restarts
+        self.settle_period = as_timedelta(settle_period, "settle_period")
+        self.allow_partial = allow_partial
+        self.max_out_of_day_share = max_out_of_day_share
+        self.check_offsets = check_offsets
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = CDRHook(cdr_conn_id=self.cdr_conn_id)
@@ -104,17 +136,20 @@ class CDRToParquetOperator(BaseOperator):
         query = check_filters(self.filters, tz.key)
         day = parse_day(self.day) if self.day else day_from_context(context, tz)
         window = DayWindow(day, tz)
+        complete = self._day_is_over(window)
         base = open_base(self.output_path, self.output_conn_id)
         self.log.info("Landing CDRs of %s (%s, %.0f h) into %s", day, tz.key, window.hours, self.output_path)
         for attempt in range(self.max_restarts + 1):
             try:
                 with system_arrow_pool():  # see memory.py
-                    summary, facts = self._land(hook, query, window, base, context)
+                    summary, facts = self._land(hook, query, window, base, context, complete)
                 break
             except CDRSearchTokenExpired:
                 if attempt == self.max_restarts:
                     raise
                 self.log.warning("A search token expired; restarting the day from scratch (nothing was kept)")
+            except CDRTimeZoneMismatch as err:
+                raise AirflowFailException(str(err)) from None  # retrying asks for the same wrong hours
         result = {
             "day": day.isoformat(),
             "location": summary.location,
@@ -122,13 +157,36 @@ class CDRToParquetOperator(BaseOperator):
             "files": len(summary.files),
             "bytes": summary.bytes,
             "out_of_day": facts["out_of_day"],
+            "complete": complete,
         }
         self._emit_asset_event(context, result)
         self._lineage = (hook.base_url, summary.location)
         return result
 
+    def _day_is_over(self, window: DayWindow) -> bool:
+        """Whether the day has ended and settled; if not, only `allow_partial` lands it (as incomplete)."""
+        settled_at = window.end + self.settle_period
+        if availability.utcnow() >= settled_at:
+            return True
+        if not self.allow_partial:
+            raise AirflowFailException(
+                f"{window.day} in {window.tz.key} has not ended and settled yet (it ends at "
+                f"{window.end.isoformat()}, plus a settle period of {self.settle_period}): landing it now "
+                "would store part of the day as if it were whole. Land it after "
+                f"{settled_at.isoformat()}, or pass allow_partial=True to land what there is so far "
+                '(its manifest then says "complete": false).'
+            )
+        self.log.warning("%s has not ended and settled yet: landing it as incomplete", window.day)
+        return False
+
     def _land(
-        self, hook: CDRHook, query: CDRQuery, window: DayWindow, base: Any, context: Context
+        self,
+        hook: CDRHook,
+        query: CDRQuery,
+        window: DayWindow,
+        base: Any,
+        context: Context,
+        complete: bool,
     ) -> tuple[PartitionSummary, dict[str, Any]]:
         """One complete attempt: fetch every slice, write as it arrives, commit or leave no trace."""
         converter = RecordConverter()  # one for the day: its counters go into the manifest
@@ -142,7 +200,7 @@ class CDRToParquetOperator(BaseOperator):
             concurrency=self.concurrency or hook.settings.concurrency,
         )
         run_id = uuid_lib.uuid4().hex[:12]
-        out_of_day = 0
+        zone_check = ZoneCheck(window, self.check_offsets)
         with DayPartitionWriter(
             base,
             window.day,
@@ -152,12 +210,12 @@ class CDRToParquetOperator(BaseOperator):
             run_id=run_id,
         ) as writer:
             for batch in extraction.run([s.as_params() for s in slices]):
-                kept, outside = window.keep(batch)
-                out_of_day += outside
-                writer.write_batch(kept)
-            facts = self._facts(extraction, converter, out_of_day, query, window, context)
-            summary = writer.commit(manifest=facts)
-        self._warn_if_zone_wrong(summary.rows, out_of_day, window)
+                writer.write_batch(zone_check.keep(batch))
+            problem = zone_check.problem(self.max_out_of_day_share)
+            if problem:
+                raise CDRTimeZoneMismatch(problem)  # before the commit: the previous version stays
+            facts = self._facts(extraction, converter, zone_check.out_of_day, query, window, context)
+            summary = writer.commit(manifest=facts, complete=complete)
         return summary, facts
 
     def _facts(
@@ -192,19 +250,6 @@ class CDRToParquetOperator(BaseOperator):
             "try_number": getattr(ti, "try_number", None),
         }
 
-    def _warn_if_zone_wrong(self, rows: int, out_of_day: int, window: DayWindow) -> None:
-        if out_of_day and out_of_day > OUT_OF_DAY_WARN_SHARE * max(rows + out_of_day, 1):
-            self.log.warning(
-                "%d records of the API's answer fell outside %s in %s (kept %d): the account's time "
-                "zone is probably not %s. Set the connection's `timezone` extra to the contact "
-                "centre's time zone.",
-                out_of_day,
-                window.day,
-                window.tz.key,
-                rows,
-                window.tz.key,
-            )
-
     def _emit_asset_event(self, context: Context, result: dict[str, Any]) -> None:
         outlet_events = context.get("outlet_events")
         if outlet_events is None:
@@ -224,3 +269,11 @@ class CDRToParquetOperator(BaseOperator):
 
         base_url, location = getattr(self, "_lineage", (None, None))
         return operator_lineage(base_url, location)
+
+
+def _check_sizes(**sizes: int | None) -> None:
+    """Counts that must be positive (max_restarts: not negative); refused when the DAG is parsed."""
+    for name, value in sizes.items():
+        least = 0 if name == "max_restarts" else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise CDRQueryError(f"{name} must be a whole number of at least {least}, got {value!r}")

@@ -172,12 +172,6 @@ def test_unknown_fields_and_drifted_types_are_preserved(
         assert any(table.column("raw_values").to_pylist())
 
 
-def test_a_wrong_time_zone_is_noticed(api: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    set_connection(monkeypatch, api, timezone="UTC")  # the account is in America/Sao_Paulo
-    (run,) = run_days(tmp_path, ["2024-03-05"], "op_wrong_zone")
-    assert xcom_return(run)["out_of_day"] > 0.05 * xcom_return(run)["rows"]
-
-
 def test_day_follows_the_data_interval(api: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     set_connection(monkeypatch, api)
     with DAG(

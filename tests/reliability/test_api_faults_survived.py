@@ -213,6 +213,11 @@ FATAL = {
     "a token that repeats itself": ({"repeat_token": True}, {}, "search_token"),
     "tokens always expired": ({"rate_expired_token": 1.0}, {}, "search_token expired"),
     "a token that points back in time": ({"rate_backward_token": 1.0}, {}, "points back in time"),
+    "a page holding more records than asked": (
+        {"rate_oversized_page": 1.0},
+        {},
+        "5001 records for per_page=5000",
+    ),
 }
 # Paging that cannot add up, from servers playing a reading of the API (a ServerProfile) with a fault.
 FATAL_READINGS = {
