@@ -26,9 +26,9 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_cdr.arrow_page import read_page
-from airflow_provider_cdr.partition import DayPartitionWriter
-from airflow_provider_cdr.records import RecordConverter
+from airflow_provider_cdr.convert.arrow_page import read_page
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.landing.writer import DayPartitionWriter
 
 
 def synthetic_record(number: int, rng: random.Random) -> dict[str, Any]:

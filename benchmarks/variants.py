@@ -69,8 +69,9 @@ def operator(day: str, out: Path) -> int:
 
 def ceiling(day: str, out: Path) -> int:
     """The operator's requests, downloaded with the same concurrency and nothing else."""
-    from airflow_provider_cdr.day_window import DayWindow
-    from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
+    from airflow_provider_cdr.api.endpoints import RECORDS_PATH
+    from airflow_provider_cdr.days.day_window import DayWindow
+    from airflow_provider_cdr.hooks.cdr import CDRHook
     from airflow_provider_cdr.operators.cdr_to_parquet import DEFAULT_SLICES
 
     hook = CDRHook()

@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 from cdr_checks import day_has_settled, is_landed
 
-from airflow_provider_cdr import availability
+from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 
 # One request per run would not be the problem; a typo'd year would.

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.day_window import DayWindow
-from airflow_provider_cdr.partition import MANIFEST_NAME as MANIFEST
+from airflow_provider_cdr.days.day_window import DayWindow
+from airflow_provider_cdr.landing.writer import MANIFEST_NAME as MANIFEST
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 from cdr_checks import days_to_reland, inspect_partition, is_landed, summary
 
-from airflow_provider_cdr import availability
+from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 

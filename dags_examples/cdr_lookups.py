@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 from airflow.sdk import DAG, ObjectStoragePath, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from airflow_provider_cdr.arguments import day_from_context
-from airflow_provider_cdr.hooks.cdr import LOOKUP_PATHS, CDRHook
+from airflow_provider_cdr.api.endpoints import LOOKUP_PATHS
+from airflow_provider_cdr.hooks.cdr import CDRHook
+from airflow_provider_cdr.tasks.arguments import day_from_context
 
 LOOKUPS = tuple(LOOKUP_PATHS)  # agents, queues, teams, wrapup_codes, campaigns, deleted_agents
 STRING_IDS = {"wrapup_codes"}

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from airflow_provider_cdr.arrays import bool_array, from_numpy, valid_mask, values
+from airflow_provider_cdr.convert.arrays import bool_array, from_numpy, valid_mask, values
 
 
 @pytest.mark.parametrize("arrow_type", [pa.int16(), pa.int32(), pa.int64()])
@@ -42,7 +42,7 @@ def test_the_helpers_do_not_import_pandas() -> None:
     """The point of the module: pa.array() on NumPy would import pandas (~30 MiB) to probe the value."""
     code = (
         "import sys, numpy as np, pyarrow as pa\n"
-        "from airflow_provider_cdr.arrays import bool_array, from_numpy, valid_mask, values\n"
+        "from airflow_provider_cdr.convert.arrays import bool_array, from_numpy, valid_mask, values\n"
         "a = from_numpy(np.arange(5), pa.int64(), np.array([True, False, True, True, True]))\n"
         "valid_mask(a); values(a, np.int64)\n"
         "pa.RecordBatch.from_arrays([a], names=['a']).filter(bool_array(np.ones(5, dtype=bool)))\n"

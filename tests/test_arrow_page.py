@@ -16,9 +16,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cdr.arrow_page import read_page, read_records
-from airflow_provider_cdr.extraction import _records_and_token, records_span
-from airflow_provider_cdr.records import RecordConverter
+from airflow_provider_cdr.api.extraction import _records_and_token, records_span
+from airflow_provider_cdr.convert.arrow_page import read_page, read_records
+from airflow_provider_cdr.convert.records import RecordConverter
 from tests.reliability.test_bad_input_properties import records as any_records
 from tests.test_records import SAMPLE_RESPONSE, call
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.availability import (
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.availability import (
     MAX_PROBE_REQUESTS,
     AvailabilityRule,
     Probe,
@@ -19,8 +19,8 @@ from airflow_provider_cdr.availability import (
     probe_params,
     probe_step,
 )
-from airflow_provider_cdr.day_window import DayWindow
-from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.days.day_window import DayWindow
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 END = datetime(2024, 3, 20, 3, 0, tzinfo=timezone.utc)  # 2024-03-19 ends here in São Paulo

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 
-from airflow_provider_cdr.day_window import DayWindow
+from airflow_provider_cdr.days.day_window import DayWindow
 
 
 @pytest.mark.parametrize(

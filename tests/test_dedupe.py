@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pyarrow as pa
 
-from airflow_provider_cdr.dedupe import SeenUUIDs, uuid_keys
+from airflow_provider_cdr.api.dedupe import SeenUUIDs, uuid_keys
 
 
 def test_keys_are_the_same_from_lists_and_arrow_and_across_case() -> None:
@@ -52,7 +52,7 @@ def test_keys_sharing_a_high_half_are_told_apart() -> None:
 
 
 def test_merge_keeps_the_high_half_sorted_and_every_key() -> None:
-    from airflow_provider_cdr.dedupe import merge_sorted, sort_keys
+    from airflow_provider_cdr.api.dedupe import merge_sorted, sort_keys
 
     rng = np.random.default_rng(7)
     big = sort_keys(rng.integers(0, 2**63, size=(1000, 2), dtype=np.uint64))

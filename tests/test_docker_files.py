@@ -15,9 +15,9 @@ import pytest
 import yaml
 from airflow.models.connection import Connection
 
+from airflow_provider_cdr.api.settings import CDRConnectionSettings
 from airflow_provider_cdr.fake_api.cli import build_parser
 from airflow_provider_cdr.hooks.cdr import CDRHook
-from airflow_provider_cdr.settings import CDRConnectionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

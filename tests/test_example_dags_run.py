@@ -141,7 +141,7 @@ def test_daily_dag_check_fails_on_a_damaged_partition(out: Path, cdr_conn: Any) 
         pq.write_table(pq.read_table(partition / summary.files[0]), stray)
         return summary
 
-    from airflow_provider_cdr.partition import DayPartitionWriter
+    from airflow_provider_cdr.landing.writer import DayPartitionWriter
 
     original = DayPartitionWriter.commit
     with pytest.MonkeyPatch.context() as patch:
@@ -184,7 +184,7 @@ def test_daily_dag_lands_the_day_before_again_so_late_records_arrive(
     out: Path, make_stand_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records that reach the API after their day was landed reach the lake with the next day's run."""
-    from airflow_provider_cdr import availability
+    from airflow_provider_cdr.api import availability
 
     late = make_stand_in(records_per_day=1200, now="2024-03-06T03:40:00Z", ingest_lag_s=2 * 3600)
     connection = {
@@ -239,7 +239,7 @@ def test_range_dag_refuses_a_day_that_has_not_ended(out: Path, cdr_conn: Any) ->
 def test_range_dag_lands_again_a_day_landed_as_partial(out: Path, cdr_conn: Any) -> None:
     from airflow.sdk import DAG
 
-    from airflow_provider_cdr import availability
+    from airflow_provider_cdr.api import availability
     from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
     from tests.airflow_db import register_dag
 

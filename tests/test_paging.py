@@ -12,8 +12,8 @@ import threading
 import orjson
 import pytest
 
-from airflow_provider_cdr.errors import CDRPagingError
-from airflow_provider_cdr.paging import (
+from airflow_provider_cdr.api.errors import CDRPagingError
+from airflow_provider_cdr.api.paging import (
     ASKED,
     PAGES,
     PAST_PAGE,

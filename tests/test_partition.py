@@ -21,10 +21,15 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 import airflow_provider_cdr
-from airflow_provider_cdr import partition as partition_module
-from airflow_provider_cdr.partition import MAX_VERSIONS, DayPartitionWriter, PartitionSummary, read_manifest
-from airflow_provider_cdr.records import RecordConverter
-from airflow_provider_cdr.schema import CDR_SCHEMA, SCHEMA_VERSION
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.convert.schema import CDR_SCHEMA, SCHEMA_VERSION
+from airflow_provider_cdr.landing import local_store
+from airflow_provider_cdr.landing.writer import (
+    MAX_VERSIONS,
+    DayPartitionWriter,
+    PartitionSummary,
+    read_manifest,
+)
 from tests.s3_local import aws_connection_json, create_bucket
 
 DAY = date(2024, 7, 31)
@@ -375,8 +380,8 @@ CRASHING_WRITER = textwrap.dedent(
     from datetime import date
     sys.path.insert(0, sys.argv[3])
     from test_partition import day_records, pages
-    from airflow_provider_cdr.partition import DayPartitionWriter
-    from airflow_provider_cdr.records import RecordConverter
+    from airflow_provider_cdr.landing.writer import DayPartitionWriter
+    from airflow_provider_cdr.convert.records import RecordConverter
 
     day = date.fromisoformat(sys.argv[2])
     writer = DayPartitionWriter(sys.argv[1], day, row_group_rows=100, file_rows=250).__enter__()
@@ -429,7 +434,7 @@ def test_swap_without_renameat2_falls_back_to_two_renames(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_day(tmp_path, DAY, day_records(DAY, 100))
-    monkeypatch.setattr(partition_module, "_exchange", lambda first, second: False)
+    monkeypatch.setattr(local_store, "_exchange", lambda first, second: False)
     records = day_records(DAY, 30, seed=5)
     write_day(tmp_path, DAY, records)
     assert sorted_rows(read_local_day(tmp_path, DAY)) == sorted_rows(expected_table(records))
@@ -451,7 +456,7 @@ def test_renameat2_exchange_swaps_two_directories(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "from-a").touch()
     (tmp_path / "b").mkdir()
-    if not partition_module._exchange(tmp_path / "a", tmp_path / "b"):
+    if not local_store._exchange(tmp_path / "a", tmp_path / "b"):
         pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
     assert [path.name for path in (tmp_path / "b").iterdir()] == ["from-a"]
     assert list((tmp_path / "a").iterdir()) == []

@@ -6,8 +6,8 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from airflow_provider_cdr.errors import CDRQueryError
-from airflow_provider_cdr.query import FILTER_NAMES, build_query
+from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.api.query import FILTER_NAMES, build_query
 
 
 def test_every_documented_filter_is_known() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from airflow_provider_cdr.ratelimit import RequestGate
+from airflow_provider_cdr.api.ratelimit import RequestGate
 
 
 def test_a_pause_holds_every_caller_until_it_ends() -> None:

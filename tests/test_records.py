@@ -12,8 +12,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from airflow_provider_cdr.records import RecordConverter
-from airflow_provider_cdr.schema import API_FIELDS, CDR_SCHEMA
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA
 
 # The three records of the reference's sample response, decoded as the API sends them.
 SAMPLE_RESPONSE = b"""{"records": [
@@ -165,7 +165,7 @@ def test_uncoercible_values_are_kept_raw_counted_and_logged(caplog: pytest.LogCa
         call(4, sla={"time_to_first_response": "later", "time_to_resolution": "00:00:01"}),
         call(5, agent_id=2**70),
     ]
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_cdr.records"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_cdr.convert.records"):
         rows, converter = convert(records)
     assert [json.loads(row["raw_values"]) for row in rows] == [
         {"agent_id": "abc", "cpc": True},
@@ -189,7 +189,7 @@ def test_uncoercible_values_are_kept_raw_counted_and_logged(caplog: pytest.LogCa
 
 
 def test_uncoercible_logging_is_capped_but_counting_is_not(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_cdr.records"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_cdr.convert.records"):
         _, converter = convert([call(number, cpc="free") for number in range(50)])
     assert converter.uncoercible == 50
     assert len([record for record in caplog.records if "'cpc'" in record.getMessage()]) == 21

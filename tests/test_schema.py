@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from airflow_provider_cdr.schema import (
+from airflow_provider_cdr.convert.schema import (
     API_FIELDS,
     CDR_SCHEMA,
     SCHEMA_VERSION,

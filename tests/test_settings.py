@@ -9,14 +9,14 @@ from typing import Any
 import certifi
 import pytest
 
-from airflow_provider_cdr.errors import CDRQueryError, redact, secret_forms
-from airflow_provider_cdr.get_provider_info import get_provider_info
-from airflow_provider_cdr.settings import (
+from airflow_provider_cdr.api.errors import CDRQueryError, redact, secret_forms
+from airflow_provider_cdr.api.settings import (
     HTTP_OPTION_EXTRAS,
     OWN_EXTRAS,
     CDRConnectionSettings,
     endpoint_from_connection,
 )
+from airflow_provider_cdr.get_provider_info import get_provider_info
 from tests.secret_support import KEY_WITH_URL_CHARACTERS, leak_forms
 
 NO_ENV: dict[str, str] = {}

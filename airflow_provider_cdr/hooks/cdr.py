@@ -2,14 +2,14 @@
 
 Its async twin for the triggerer, on the same connection reading and retry policy, is
 :mod:`airflow_provider_cdr.hooks.cdr_async`; what cuts a request short (its deadline, a failed
-slice) is :mod:`airflow_provider_cdr.hooks.cutoff`.
+slice) is :mod:`airflow_provider_cdr.api.cutoff`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import requests
@@ -18,8 +18,10 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
-from airflow_provider_cdr.availability import Probe
-from airflow_provider_cdr.errors import (
+from airflow_provider_cdr.api.availability import Probe
+from airflow_provider_cdr.api.cutoff import Cutoff
+from airflow_provider_cdr.api.endpoints import LOOKUP_PATHS, RECORDS_PATH
+from airflow_provider_cdr.api.errors import (
     CDRAPIError,
     CDRCancelled,
     CDRError,
@@ -27,28 +29,16 @@ from airflow_provider_cdr.errors import (
     redact,
     tls_error,
 )
-from airflow_provider_cdr.extraction import Extraction, ExtractionStats
-from airflow_provider_cdr.hooks.cutoff import Cutoff
-from airflow_provider_cdr.paging import MAX_PER_PAGE
-from airflow_provider_cdr.query import CDRQuery, build_query
-from airflow_provider_cdr.ratelimit import RequestGate, shared_gate
-from airflow_provider_cdr.retry import Answer, RetryBudget, read_answer
-from airflow_provider_cdr.settings import CDRConnectionSettings, CDREndpoint, endpoint_from_connection
+from airflow_provider_cdr.api.extraction import Extraction, ExtractionStats
+from airflow_provider_cdr.api.paging import MAX_PER_PAGE
+from airflow_provider_cdr.api.query import CDRQuery, build_query
+from airflow_provider_cdr.api.ratelimit import RequestGate, shared_gate
+from airflow_provider_cdr.api.retry import Answer, RetryBudget, read_answer
+from airflow_provider_cdr.api.settings import CDRConnectionSettings, CDREndpoint, endpoint_from_connection
 
 if TYPE_CHECKING:
     import pandas as pd
 
-T = TypeVar("T")
-
-RECORDS_PATH = "/api/v2/cdr"
-LOOKUP_PATHS = {
-    "agents": "/api/v2/cdr/agents",
-    "queues": "/api/v2/cdr/queues",
-    "teams": "/api/v2/cdr/teams",
-    "wrapup_codes": "/api/v2/cdr/wrapup_codes",
-    "campaigns": "/api/v2/cdr/campaigns",
-    "deleted_agents": "/api/v2/cdr/deleted_agents",
-}
 MAX_LOOKUP_PAGES = 1000
 _TRANSPORT_ERRORS = (
     requests.ConnectionError,
@@ -94,7 +84,7 @@ class CDRHook(HttpHook):
 
     The connection's host is the base URL (``https://cc-ams03.voiso.com``) and its password the
     API key, which travels as the ``key`` query parameter and never in a log or an error. The
-    connection is read by :func:`~airflow_provider_cdr.settings.endpoint_from_connection`, as
+    connection is read by :func:`~airflow_provider_cdr.api.settings.endpoint_from_connection`, as
     :class:`~airflow_provider_cdr.hooks.cdr_async.CDRAsyncHook` reads it: extras ``timezone``,
     ``per_page``, ``timeout``, ``connect_timeout``, ``request_deadline``, ``max_retries``,
     ``max_retry_wait``, ``rate_limit``, ``concurrency``, ``allow_insecure_http``; HttpHook's
@@ -282,8 +272,8 @@ class CDRHook(HttpHook):
         """Records as a pandas DataFrame with the same typed columns as the Parquet files."""
         import pyarrow as pa
 
-        from airflow_provider_cdr.records import RecordConverter
-        from airflow_provider_cdr.schema import CDR_SCHEMA
+        from airflow_provider_cdr.convert.records import RecordConverter
+        from airflow_provider_cdr.convert.schema import CDR_SCHEMA
 
         converter = RecordConverter()
         batches = [converter.to_batch(page) for page in self.iter_pages(per_page=per_page, **filters)]
@@ -304,7 +294,7 @@ class CDRHook(HttpHook):
         return self._get_once(RECORDS_PATH, params)
 
     def records_exist(self, params: Mapping[str, str]) -> bool:
-        """The availability rule's probe (:class:`~airflow_provider_cdr.availability.Probe`) for `params`."""
+        """The availability rule's probe (:class:`~airflow_provider_cdr.api.availability.Probe`) for `params`."""
         probe = Probe(params)
         while probe.request is not None:
             probe.read(self.fetch_page(probe.request))

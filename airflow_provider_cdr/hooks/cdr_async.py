@@ -1,9 +1,9 @@
 """CDRAsyncHook: the CDR API v2 from an event loop (the triggerer), on the same terms as CDRHook.
 
-The connection is read by the same function (:func:`~airflow_provider_cdr.settings.endpoint_from_connection`),
+The connection is read by the same function (:func:`~airflow_provider_cdr.api.settings.endpoint_from_connection`),
 so base URL, key, TLS trust (``verify``, CA bundle, client certificate), proxies, extra headers,
 timeouts and the plain-http check are CDRHook's; requests follow the same retry policy and
-answer reading (:mod:`airflow_provider_cdr.retry`); errors are scrubbed of the key the same way.
+answer reading (:mod:`airflow_provider_cdr.api.retry`); errors are scrubbed of the key the same way.
 
 Nothing here blocks the event loop: the connection is read with Airflow's async connection API,
 the TLS context (which reads CA files) is built in a worker thread, and every wait is awaited.
@@ -24,11 +24,18 @@ import aiohttp
 import orjson
 from airflow.sdk import BaseHook
 
-from airflow_provider_cdr.availability import Probe
-from airflow_provider_cdr.errors import CDRError, redact, tls_error
-from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
-from airflow_provider_cdr.retry import Answer, RetryBudget, deadline_problem, read_answer, transport_problem
-from airflow_provider_cdr.settings import CDREndpoint, endpoint_from_connection
+from airflow_provider_cdr.api.availability import Probe
+from airflow_provider_cdr.api.endpoints import RECORDS_PATH
+from airflow_provider_cdr.api.errors import CDRError, redact, tls_error
+from airflow_provider_cdr.api.retry import (
+    Answer,
+    RetryBudget,
+    deadline_problem,
+    read_answer,
+    transport_problem,
+)
+from airflow_provider_cdr.api.settings import CDREndpoint, endpoint_from_connection
+from airflow_provider_cdr.hooks.cdr import CDRHook
 
 
 async def _get_connection(conn_id: str) -> tuple[Any, dict[str, Any]]:
@@ -200,7 +207,7 @@ class CDRAsyncHook(BaseHook):
             return await self._get_json(session, RECORDS_PATH, params)
 
     async def records_exist(self, params: Mapping[str, str]) -> bool:
-        """The availability rule's probe (:class:`~airflow_provider_cdr.availability.Probe`) for `params`."""
+        """The availability rule's probe (:class:`~airflow_provider_cdr.api.availability.Probe`) for `params`."""
         probe = Probe(params)
         async with self._session() as session:
             while probe.request is not None:

@@ -10,21 +10,28 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.arguments import check_filters, day_from_context, is_templated, parse_day, time_zone
-from airflow_provider_cdr.arrays import bool_array
-from airflow_provider_cdr.arrow_page import read_page
-from airflow_provider_cdr.availability import as_timedelta
-from airflow_provider_cdr.day_window import DayWindow
-from airflow_provider_cdr.errors import CDRQueryError, CDRSearchTokenExpired
-from airflow_provider_cdr.extraction import Extraction
-from airflow_provider_cdr.hooks.cdr import RECORDS_PATH, CDRHook
-from airflow_provider_cdr.memory import system_arrow_pool
-from airflow_provider_cdr.output import asset_uri, open_base
-from airflow_provider_cdr.partition import DayPartitionWriter, PartitionSummary
-from airflow_provider_cdr.query import CDRQuery
-from airflow_provider_cdr.records import RecordConverter
-from airflow_provider_cdr.zone_check import CDRTimeZoneMismatch, ZoneCheck
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.availability import as_timedelta
+from airflow_provider_cdr.api.endpoints import RECORDS_PATH
+from airflow_provider_cdr.api.errors import CDRQueryError, CDRSearchTokenExpired
+from airflow_provider_cdr.api.extraction import Extraction
+from airflow_provider_cdr.api.query import CDRQuery
+from airflow_provider_cdr.convert.arrays import bool_array
+from airflow_provider_cdr.convert.arrow_page import read_page
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.days.day_window import DayWindow
+from airflow_provider_cdr.days.zone_check import CDRTimeZoneMismatch, ZoneCheck
+from airflow_provider_cdr.hooks.cdr import CDRHook
+from airflow_provider_cdr.landing.memory import system_arrow_pool
+from airflow_provider_cdr.landing.writer import DayPartitionWriter, PartitionSummary
+from airflow_provider_cdr.tasks.arguments import (
+    check_filters,
+    day_from_context,
+    is_templated,
+    parse_day,
+    time_zone,
+)
+from airflow_provider_cdr.tasks.output import asset_uri, open_base
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -265,7 +272,7 @@ class CDRToParquetOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Input: the API endpoint (no key); output: the dataset. Only with the OpenLineage provider."""
-        from airflow_provider_cdr.lineage import operator_lineage
+        from airflow_provider_cdr.tasks.lineage import operator_lineage
 
         base_url, location = getattr(self, "_lineage", (None, None))
         return operator_lineage(base_url, location)

@@ -1,6 +1,6 @@
 """CDRRecordsSensor: wait until a day (or any window) of CDRs is in, before landing it.
 
-The rule, and what "empty" means, is :mod:`airflow_provider_cdr.availability`'s; the sensor and
+The rule, and what "empty" means, is :mod:`airflow_provider_cdr.api.availability`'s; the sensor and
 its deferrable trigger both apply it, and ask the API the same question (``records_exist``, one
 probe driven by CDRHook here and by CDRAsyncHook in the trigger, both reading the connection the
 same way), so ``mode="poke"``, ``"reschedule"`` and ``deferrable=True`` agree on every window.
@@ -16,15 +16,8 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.arguments import (
-    check_filters,
-    day_from_context,
-    is_templated,
-    parse_day,
-    time_zone,
-)
-from airflow_provider_cdr.availability import (
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.availability import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_SETTLE_PERIOD,
     AvailabilityRule,
@@ -35,10 +28,17 @@ from airflow_provider_cdr.availability import (
     empty_message,
     window_label,
 )
-from airflow_provider_cdr.day_window import DayWindow
-from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api.query import CDRQuery
+from airflow_provider_cdr.days.day_window import DayWindow
 from airflow_provider_cdr.hooks.cdr import CDRHook
-from airflow_provider_cdr.query import CDRQuery
+from airflow_provider_cdr.tasks.arguments import (
+    check_filters,
+    day_from_context,
+    is_templated,
+    parse_day,
+    time_zone,
+)
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class CDRRecordsSensor(BaseSensorOperator):
     The window is AVAILABLE once it has ended, ``settle_period`` has passed, and the API returns
     at least one record for it (with ``filters``). With no record ``grace_period`` after its end
     it is EMPTY, and ``on_empty`` decides: ``"succeed"``, ``"skip"`` or ``"fail"``. See
-    :mod:`airflow_provider_cdr.availability` for the exact rule.
+    :mod:`airflow_provider_cdr.api.availability` for the exact rule.
 
     The return value (XCom) is a summary without the key: status, window, time zone, query.
 

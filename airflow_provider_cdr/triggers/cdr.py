@@ -1,6 +1,6 @@
 """CDRRecordsTrigger: waits in the triggerer until a window of CDRs is in, or is known to be empty.
 
-The rule is :mod:`airflow_provider_cdr.availability`'s, and the question it asks the API is the
+The rule is :mod:`airflow_provider_cdr.api.availability`'s, and the question it asks the API is the
 one the sensor's ``poke()`` asks (``records_exist``), here through
 :class:`~airflow_provider_cdr.hooks.cdr_async.CDRAsyncHook`: the same connection handling (TLS
 trust, proxies, headers, timeouts, deadline), retry policy and key scrubbing as the sync hook.
@@ -17,15 +17,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.availability import (
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.availability import (
     AvailabilityRule,
     Verdict,
     check_on_empty,
     empty_message,
     window_label,
 )
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRQueryError
 from airflow_provider_cdr.hooks.cdr_async import CDRAsyncHook
 
 CLASSPATH = "airflow_provider_cdr.triggers.cdr.CDRRecordsTrigger"

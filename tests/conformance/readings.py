@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from airflow_provider_cdr.errors import CDRPagingError
+from airflow_provider_cdr.api.errors import CDRPagingError
 from airflow_provider_cdr.fake_api.profile import ServerProfile
 
 TIMEZONE = "America/New_York"

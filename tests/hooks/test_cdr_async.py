@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_provider_cdr.errors import CDRAPIError
+from airflow_provider_cdr.api.errors import CDRAPIError
+from airflow_provider_cdr.api.settings import HTTP_OPTION_EXTRAS, OWN_EXTRAS
 from airflow_provider_cdr.fake_api.faults import FaultConfig, FaultInjector
-from airflow_provider_cdr.settings import HTTP_OPTION_EXTRAS, OWN_EXTRAS
 from tests.hook_clients import BOTH_HOOKS, Fetch, set_connection
 from tests.secret_support import (
     KEY_WITH_URL_CHARACTERS,

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_provider_cdr.errors import CDRAPIError, CDRCancelled, CDRError, CDRPagingError, CDRQueryError
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRCancelled, CDRError, CDRPagingError, CDRQueryError
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from tests.secret_support import KEY_WITH_URL_CHARACTERS, assert_secret_absent, exception_chain_text
 

@@ -20,7 +20,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRQueryError
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db, register_dag
 from tests.s3_local import aws_connection_json, create_bucket

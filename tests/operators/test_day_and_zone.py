@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.days.zone_check import zones_fitting
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
-from airflow_provider_cdr.zone_check import zones_fitting
 from tests.airflow_db import ensure_airflow_db, register_dag
 
 DAY = "2024-03-05"  # in the session stand-in's zone, America/Sao_Paulo (UTC-3, no DST in 2024)

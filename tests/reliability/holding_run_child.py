@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_cdr.partition import DayPartitionWriter
+from airflow_provider_cdr.landing.writer import DayPartitionWriter
 
 
 def pause_at_first_batch(marker: str) -> None:

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_cdr import partition
 from airflow_provider_cdr.hooks.cdr import CDRHook
-from airflow_provider_cdr.partition import _LocalStore
+from airflow_provider_cdr.landing import local_store
+from airflow_provider_cdr.landing.local_store import LocalStore
 
 
 def pause_forever(marker: str) -> None:
@@ -43,7 +43,7 @@ def install(point: str, marker: str) -> None:
         return
     if point == "between_renames":
         # The two-rename swap of platforms without renameat2: stop with the old version set aside.
-        partition._exchange = lambda first, second: False
+        local_store._exchange = lambda first, second: False
         original_rename = os.rename
 
         def rename(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
@@ -54,13 +54,13 @@ def install(point: str, marker: str) -> None:
         os.rename = rename  # type: ignore[assignment]
         return
     method = {"files_before_manifest": "commit", "before_swap": "_swap", "after_swap": "clean_up"}[point]
-    original = getattr(_LocalStore, method)
+    original = getattr(LocalStore, method)
 
-    def paused(self: _LocalStore, *args: Any, **kwargs: Any) -> Any:
+    def paused(self: LocalStore, *args: Any, **kwargs: Any) -> Any:
         pause_forever(marker)
         return original(self, *args, **kwargs)
 
-    setattr(_LocalStore, method, paused)
+    setattr(LocalStore, method, paused)
 
 
 def main(out: str, day: str, dag_id: str, point: str, marker: str) -> None:

@@ -44,8 +44,8 @@ def race(
     tried: Barrier | None,
     results: Queue[tuple[Any, ...]],
 ) -> None:
-    from airflow_provider_cdr.partition import DayPartitionWriter, PartitionBusyError
-    from airflow_provider_cdr.records import RecordConverter
+    from airflow_provider_cdr.convert.records import RecordConverter
+    from airflow_provider_cdr.landing.writer import DayPartitionWriter, PartitionBusyError
 
     day = date.fromisoformat(day_iso)
     base = open_base(spec, conn_id)

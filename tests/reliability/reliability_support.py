@@ -42,7 +42,7 @@ def land(out: Path, day: str, dag_id: str, **operator_kwargs: Any) -> Any:
 def defer_sensor(day: str, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A deferrable CDRRecordsSensor for `day` through dag.test(): its clock says the day has not ended
     when execute() checks, so it defers, and the trigger (run inline) asks the API; returns the dag run."""
-    from airflow_provider_cdr import availability
+    from airflow_provider_cdr.api import availability
     from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 
     moments = iter([datetime.fromisoformat(f"{day}T12:00:00+00:00")])

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cdr.arguments import check_filters
-from airflow_provider_cdr.errors import CDRQueryError
-from airflow_provider_cdr.query import FILTER_NAMES, CDRQuery, build_query
-from airflow_provider_cdr.records import RecordConverter
-from airflow_provider_cdr.schema import CDR_SCHEMA
+from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.api.query import FILTER_NAMES, CDRQuery, build_query
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.convert.schema import CDR_SCHEMA
+from airflow_provider_cdr.tasks.arguments import check_filters
 
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -138,7 +138,7 @@ def test_any_json_records_give_typed_rows_or_a_clear_error(page: list[Any]) -> N
     )
 )
 def test_the_day_argument_is_a_day_or_a_clear_error(value: Any) -> None:
-    from airflow_provider_cdr.arguments import parse_day
+    from airflow_provider_cdr.tasks.arguments import parse_day
 
     try:
         day = parse_day(value)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRQueryError
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db
 from tests.reliability.reliability_support import land, point_connection, task_error

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.lease import LEASE_DIR, LeaseRecord
-from airflow_provider_cdr.partition import MAX_VERSIONS, read_manifest
+from airflow_provider_cdr.landing.lease import LEASE_DIR, LeaseRecord
+from airflow_provider_cdr.landing.writer import MAX_VERSIONS, read_manifest
 from tests.reliability.race_worker import BARRIER_TIMEOUT_S, race, records_of
 from tests.reliability.reliability_support import visible_rows
 from tests.s3_local import atomic_conditional_puts, aws_connection_json, create_bucket

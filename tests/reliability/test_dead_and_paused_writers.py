@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.lease import LEASE_DIR, LeaseRecord
-from airflow_provider_cdr.partition import DayPartitionWriter, PartitionBusyError, read_manifest
-from airflow_provider_cdr.records import RecordConverter
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.landing.lease import LEASE_DIR, LeaseRecord
+from airflow_provider_cdr.landing.writer import DayPartitionWriter, PartitionBusyError, read_manifest
 from tests.reliability.writer_child import REFUSED
 from tests.s3_local import aws_connection_json, create_bucket
 from tests.test_partition import day_records, expected_table, sorted_rows, write_day
@@ -162,7 +162,7 @@ def test_a_killed_writer_on_s3_holds_the_day_until_its_lease_expires_then_the_ne
 
     wait_until_expired(lease)
     records = day_records(DAY, 70, seed=2)
-    with caplog.at_level("WARNING", logger="airflow_provider_cdr.lease"):
+    with caplog.at_level("WARNING", logger="airflow_provider_cdr.landing.lease"):
         latest = write_day(base, DAY, records, run_id="next")
     assert "Took over the lease" in caplog.text and "killed-s3" in caplog.text
     assert s3_names(partition) == {*latest.files, "_manifest.json"}, "the dead run's parts are deleted"

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_cdr.errors import CDRAPIError
+from airflow_provider_cdr.api.errors import CDRAPIError
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db
 from tests.reliability.reliability_support import defer_sensor, land, point_connection

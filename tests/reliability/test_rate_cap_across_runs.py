@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_cdr.api.ratelimit import RequestGate, shared_gate
 from airflow_provider_cdr.hooks.cdr import CDRHook
-from airflow_provider_cdr.ratelimit import RequestGate, shared_gate
 from tests.reliability.reliability_support import point_connection
 
 

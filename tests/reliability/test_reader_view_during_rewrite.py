@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_cdr.partition import _LocalStore
+from airflow_provider_cdr.landing.local_store import LocalStore
 from tests.reliability.reliability_support import visible_rows
 from tests.test_partition import DAY, day_records, write_day
 
@@ -26,18 +26,16 @@ def test_a_glob_reader_sees_one_whole_version_at_every_step_of_a_rewrite(
     seen: dict[str, int] = {}
 
     def observed(step: str, method: Any) -> Any:
-        def wrapper(self: _LocalStore, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(self: LocalStore, *args: Any, **kwargs: Any) -> Any:
             seen[step] = visible_rows(tmp_path)
             return method(self, *args, **kwargs)
 
         return wrapper
 
-    monkeypatch.setattr(_LocalStore, "commit", observed("files written, no manifest", _LocalStore.commit))
+    monkeypatch.setattr(LocalStore, "commit", observed("files written, no manifest", LocalStore.commit))
+    monkeypatch.setattr(LocalStore, "_swap", observed("manifest written, before the swap", LocalStore._swap))
     monkeypatch.setattr(
-        _LocalStore, "_swap", observed("manifest written, before the swap", _LocalStore._swap)
-    )
-    monkeypatch.setattr(
-        _LocalStore, "clean_up", observed("swapped, old version not yet deleted", _LocalStore.clean_up)
+        LocalStore, "clean_up", observed("swapped, old version not yet deleted", LocalStore.clean_up)
     )
     write_day(tmp_path, DAY, day_records(DAY, 500, seed=1))
     seen["after"] = visible_rows(tmp_path)

@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr import object_store
-from airflow_provider_cdr.lease import LEASE_DIR, LeaseRecord
-from airflow_provider_cdr.partition import (
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.landing import object_store
+from airflow_provider_cdr.landing.lease import LEASE_DIR, LeaseRecord
+from airflow_provider_cdr.landing.writer import (
     CleanupIncompleteError,
     CommitUncertainError,
     DayPartitionWriter,
@@ -27,7 +28,6 @@ from airflow_provider_cdr.partition import (
     PartitionSummary,
     read_manifest,
 )
-from airflow_provider_cdr.records import RecordConverter
 from tests.s3_local import S3FaultProxy, aws_connection_json, create_bucket
 from tests.test_partition import day_records, expected_table, sorted_rows, write_day
 
@@ -246,7 +246,7 @@ def test_without_conditional_writes_unlisted_parts_are_left_alone(
         with pytest.raises(PartitionBusyError, match="run holder "):
             DayPartitionWriter(base, DAY).__enter__()
         holder.write_batch(RecordConverter().to_batch(day_records(DAY, 30, seed=1)))
-        with caplog.at_level("WARNING", logger="airflow_provider_cdr.object_store"):
+        with caplog.at_level("WARNING", logger="airflow_provider_cdr.landing.object_store"):
             summary = holder.commit()
     assert names(base) == {*summary.files, orphan.name, "_manifest.json"}
     assert not {*previous.files} & names(base), "the replaced version is deleted"

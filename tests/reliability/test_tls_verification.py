@@ -18,7 +18,7 @@ from typing import Any
 import certifi
 import pytest
 
-from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from airflow_provider_cdr.hooks.cdr_async import CDRAsyncHook, tls_context
 from tests.hook_clients import BOTH_HOOKS, Fetch, set_connection

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.partition import read_manifest
+from airflow_provider_cdr.landing.writer import read_manifest
 from tests.airflow_db import ensure_airflow_db
 from tests.reliability.reliability_support import land, task_error
 from tests.s3_local import aws_connection_json, create_bucket

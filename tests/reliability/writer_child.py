@@ -13,8 +13,8 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from airflow_provider_cdr.partition import DayPartitionWriter, LeaseLostError, PartitionBusyError
-from airflow_provider_cdr.records import RecordConverter
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.landing.writer import DayPartitionWriter, LeaseLostError, PartitionBusyError
 from tests.reliability.race_worker import open_base
 from tests.test_partition import day_records
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
 from tests.airflow_db import ensure_airflow_db, register_dag

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_cdr import availability
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.errors import CDRQueryError
 from airflow_provider_cdr.fake_api.faults import FaultConfig, FaultInjector
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
 from tests.tls_stand_in import TLSStandIn, private_ca, server_certificate

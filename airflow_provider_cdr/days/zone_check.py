@@ -23,9 +23,9 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pyarrow as pa
 
-from airflow_provider_cdr.arrays import valid_mask, values
-from airflow_provider_cdr.day_window import DayWindow
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.convert.arrays import valid_mask, values
+from airflow_provider_cdr.days.day_window import DayWindow
 
 _MICROS = 1_000_000
 _SAMPLES = 24  # mismatched records kept to find the zones that fit

@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from airflow_provider_cdr.arrays import valid_mask, values
-from airflow_provider_cdr.dedupe import uuid_keys
-from airflow_provider_cdr.extraction import Page, page_total
-from airflow_provider_cdr.records import RecordConverter
-from airflow_provider_cdr.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
+from airflow_provider_cdr.api.dedupe import uuid_keys
+from airflow_provider_cdr.api.extraction import Page, page_total
+from airflow_provider_cdr.convert.arrays import valid_mask, values
+from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 
 _SLA_STRINGS = pa.struct([pa.field(field.name, pa.string()) for field in SLA_TYPE])
 

@@ -53,8 +53,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_cdr.arrays import from_numpy, valid_mask
-from airflow_provider_cdr.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
+from airflow_provider_cdr.convert.arrays import from_numpy, valid_mask
+from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -38,8 +38,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from airflow_provider_cdr.errors import CDRAPIError, CDRQueryError
-from airflow_provider_cdr.query import DATETIME_FORMAT
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api.query import DATETIME_FORMAT
 
 DEFAULT_SETTLE_PERIOD = timedelta(0)
 DEFAULT_GRACE_PERIOD = timedelta(hours=6)

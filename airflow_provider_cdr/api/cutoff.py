@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from airflow_provider_cdr.errors import CDRCancelled
-from airflow_provider_cdr.retry import deadline_problem, transport_problem
+from airflow_provider_cdr.api.errors import CDRCancelled
+from airflow_provider_cdr.api.retry import deadline_problem, transport_problem
 
 
 def _socket_of(response: Any) -> socket.socket | None:

@@ -11,8 +11,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_cdr.errors import CDRQueryError
-from airflow_provider_cdr.query import WINDOW_FILTERS, CDRQuery, build_query
+from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.api.query import WINDOW_FILTERS, CDRQuery, build_query
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

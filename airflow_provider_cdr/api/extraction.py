@@ -30,9 +30,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import orjson
 
-from airflow_provider_cdr.dedupe import SeenUUIDs, contains, sort_keys, uuid_keys
-from airflow_provider_cdr.errors import CDRAPIError, CDRCancelled, CDRPagingError, CDRSearchTokenExpired
-from airflow_provider_cdr.paging import EDGE_KEYS, PageFacts, SearchPager, ServerPaging, StalePageError
+from airflow_provider_cdr.api.dedupe import SeenUUIDs, contains, sort_keys, uuid_keys
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRCancelled, CDRPagingError, CDRSearchTokenExpired
+from airflow_provider_cdr.api.paging import EDGE_KEYS, PageFacts, SearchPager, ServerPaging, StalePageError
 
 log = logging.getLogger(__name__)
 

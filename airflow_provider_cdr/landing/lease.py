@@ -30,14 +30,14 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_cdr.conditional import (
+from airflow_provider_cdr.api.errors import CDRError
+from airflow_provider_cdr.landing.conditional import (
     VersionConflict,
     Versioned,
     WriteUncertain,
     read_versioned,
     replace_version,
 )
-from airflow_provider_cdr.errors import CDRError
 
 log = logging.getLogger(__name__)
 

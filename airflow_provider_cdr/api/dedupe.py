@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from airflow_provider_cdr.arrays import valid_mask
-
 _MERGE_EVERY = 65_536
 _RUN_KEYS = 262_144  # 4 MB of keys
 _FOLD_AFTER_PAGES = 8
@@ -41,8 +39,8 @@ def uuid_keys(uuids: Sequence[str] | pa.Array) -> np.ndarray:
     canonical = np.zeros(count, dtype=bool)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + count + 1]
     rows = np.flatnonzero(np.diff(offsets) == _UUID_LENGTH)
-    if (valid := valid_mask(array)) is not None:
-        rows = rows[valid[rows]]
+    if array.null_count:
+        rows = rows[array.is_valid().to_numpy(zero_copy_only=False)[rows]]
     if rows.size and array.buffers()[2] is not None:
         data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
         if len(rows) == count and offsets[-1] - offsets[0] == count * _UUID_LENGTH:

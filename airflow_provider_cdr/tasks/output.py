@@ -7,7 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRQueryError
 
 
 def is_local(output_path: str) -> bool:

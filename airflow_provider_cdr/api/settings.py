@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_cdr.errors import CDRQueryError, redact, secret_forms
-from airflow_provider_cdr.paging import MAX_PER_PAGE
-from airflow_provider_cdr.retry import RetryPolicy
+from airflow_provider_cdr.api.errors import CDRQueryError, redact, secret_forms
+from airflow_provider_cdr.api.paging import MAX_PER_PAGE
+from airflow_provider_cdr.api.retry import RetryPolicy
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

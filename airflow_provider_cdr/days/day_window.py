@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 
-from airflow_provider_cdr.arrays import bool_array, valid_mask, values
-from airflow_provider_cdr.query import DATETIME_FORMAT
+from airflow_provider_cdr.api.query import DATETIME_FORMAT
+from airflow_provider_cdr.convert.arrays import bool_array, valid_mask, values
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_SECOND = timedelta(seconds=1)

@@ -62,9 +62,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import IO, Any
 
-from airflow.sdk import ObjectStoragePath
+from upath import UPath
 
-from airflow_provider_cdr.conditional import (
+from airflow_provider_cdr.api.errors import CDRError
+from airflow_provider_cdr.landing.conditional import (
     VersionConflict,
     Versioned,
     WriteUncertain,
@@ -72,12 +73,11 @@ from airflow_provider_cdr.conditional import (
     replace_version,
     supports_conditional_writes,
 )
-from airflow_provider_cdr.errors import CDRError
-from airflow_provider_cdr.lease import LEASE_DIR, DayLease, PartitionBusyError
+from airflow_provider_cdr.landing.lease import LEASE_DIR, DayLease, PartitionBusyError
+from airflow_provider_cdr.landing.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "_manifest.json"
 _DELETE_ATTEMPTS = 3
 _DELETE_BACKOFF_S = 0.5
 
@@ -114,9 +114,7 @@ def _listed(manifest: Mapping[str, Any] | None, key: str = "files") -> set[str]:
 class ObjectPartitionStore:
     """Writes parts in place; the conditional manifest PUT, under the day's lease, is the commit point."""
 
-    def __init__(
-        self, base: ObjectStoragePath, day_dir: str, *, run_id: str, token: str, lease_ttl: timedelta
-    ) -> None:
+    def __init__(self, base: UPath, day_dir: str, *, run_id: str, token: str, lease_ttl: timedelta) -> None:
         self.partition = base / day_dir
         self.fs = self.partition.fs
         self.prefix = self.partition.path.rstrip("/")
@@ -157,7 +155,7 @@ class ObjectPartitionStore:
         return self._previous
 
     def create(self, name: str) -> IO[bytes]:
-        # The fsspec file itself (not ObjectStoragePath.open's wrapper): discard() needs it.
+        # The fsspec file itself (not UPath.open's wrapper): discard() needs it.
         handle: IO[bytes] = self.fs.open(f"{self.prefix}/{name}", "wb")
         return handle
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_cdr.errors import CDRAPIError, api_error, redact, redirect_error
+from airflow_provider_cdr.api.errors import CDRAPIError, api_error, redact, redirect_error
 
 log = logging.getLogger(__name__)
 

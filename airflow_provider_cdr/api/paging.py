@@ -45,7 +45,7 @@ from typing import NoReturn
 
 import orjson
 
-from airflow_provider_cdr.errors import CDRPagingError
+from airflow_provider_cdr.api.errors import CDRPagingError
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_cdr.errors import redact
-from airflow_provider_cdr.hooks.cdr import RECORDS_PATH
-from airflow_provider_cdr.output import asset_uri
+from airflow_provider_cdr.api.endpoints import RECORDS_PATH
+from airflow_provider_cdr.api.errors import redact
+from airflow_provider_cdr.tasks.output import asset_uri
 
 
 def operator_lineage(base_url: str | None, location: str | None) -> Any:

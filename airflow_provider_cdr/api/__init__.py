@@ -1,0 +1,1 @@
+"""The CDR API client, free of Airflow: connection settings, queries, paging, retries, extraction."""

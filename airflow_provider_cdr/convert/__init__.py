@@ -1,0 +1,1 @@
+"""From API pages to Arrow batches of the declared schema, free of Airflow."""
