@@ -1,10 +1,15 @@
-"""Provider metadata that Airflow's ProvidersManager reads through the entry point."""
+"""Provider metadata that Airflow's ProvidersManager reads through the entry point.
+
+Cheap to import (no Airflow, requests or pyarrow): the connection form's fields come from the
+specs of the extras in `airflow_provider_cdr.api.extras`, a standard-library module.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow_provider_cdr import __version__
+from airflow_provider_cdr.api.extras import conn_fields
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -50,47 +55,7 @@ def get_provider_info() -> dict[str, Any]:
                         "extra": '{"timezone": "America/Sao_Paulo", "per_page": 10000}',
                     },
                 },
-                "conn-fields": {
-                    "timezone": {
-                        "label": "Account time zone",
-                        "description": "IANA name of the contact centre's time zone; the API reads "
-                        "start_date/end_date and datetimes in it. Default UTC.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "per_page": {
-                        "label": "Records per page",
-                        "description": "1 to 10000 (the API's maximum). Default 10000.",
-                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000},
-                    },
-                    "timeout": {
-                        "label": "Request timeout (s)",
-                        "schema": {"type": ["number", "null"]},
-                    },
-                    "request_deadline": {
-                        "label": "Request deadline (s)",
-                        "description": "Longest one attempt may take, slow body included; then it is "
-                        "retried. Default 300.",
-                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
-                    },
-                    "max_retries": {
-                        "label": "Retries per request",
-                        "description": "On 429, 5xx, connection errors and timeouts. Default 8.",
-                        "schema": {"type": ["integer", "null"]},
-                    },
-                    "max_retry_wait": {
-                        "label": "Longest total wait for one request (s)",
-                        "schema": {"type": ["number", "null"]},
-                    },
-                    "rate_limit": {
-                        "label": "Requests per second (cap)",
-                        "description": "Shared by every concurrent request of one extraction.",
-                        "schema": {"type": ["number", "null"]},
-                    },
-                    "allow_insecure_http": {
-                        "label": "Allow plain http:// to a non-loopback host",
-                        "schema": {"type": ["boolean", "null"]},
-                    },
-                },
+                "conn-fields": conn_fields(),
             }
         ],
     }

@@ -105,7 +105,7 @@ with DAG(
         """Fetch one lookup list and write its day's dimension file."""
         hook = CDRHook(cdr_conn_id=settings.cdr_conn_id)
         day = day_from_context(context, ZoneInfo(settings.timezone))
-        items = getattr(hook, f"list_{name}")()
+        items = hook.lookup(name)
         table = to_table(name, items, datetime.now(timezone.utc))
         target = f"{settings.dimensions_path}/{name}/date={day.isoformat()}/{name}.parquet"
         written = write_table(table, target, settings.output_conn_id)

@@ -16,7 +16,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cdr.api.extraction import _records_and_token, records_span
+from airflow_provider_cdr.api.page import page_parts, records_span
 from airflow_provider_cdr.convert.arrow_page import read_page, read_records
 from airflow_provider_cdr.convert.records import RecordConverter
 from tests.reliability.test_bad_input_properties import records as any_records
@@ -70,7 +70,7 @@ WELL_TYPED = st.lists(
 
 def general_path(body: bytes) -> tuple[pa.RecordBatch, str | None, int | None, dict[str, Any]]:
     converter = RecordConverter()
-    records, token, total = _records_and_token(orjson.loads(body))
+    records, token, total = page_parts(orjson.loads(body))
     return converter.to_batch(records), token, total, converter.counts()
 
 

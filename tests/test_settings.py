@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,16 +11,18 @@ import certifi
 import pytest
 
 from airflow_provider_cdr.api.errors import CDRQueryError, redact, secret_forms
+from airflow_provider_cdr.api.extras import EXTRAS, OWN_EXTRA_SPECS, SPECS, ExtraSpec
+from airflow_provider_cdr.api.paging import MAX_PER_PAGE
 from airflow_provider_cdr.api.settings import (
     HTTP_OPTION_EXTRAS,
     OWN_EXTRAS,
     CDRConnectionSettings,
     endpoint_from_connection,
 )
-from airflow_provider_cdr.get_provider_info import get_provider_info
 from tests.secret_support import KEY_WITH_URL_CHARACTERS, leak_forms
 
 NO_ENV: dict[str, str] = {}
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def connection(host: str = "https://cc-ams03.voiso.com", password: str = "k3y", **fields: Any) -> Any:
@@ -36,10 +39,111 @@ def test_every_own_extra_is_parsed_and_request_deadline_defaults_to_five_minutes
         CDRConnectionSettings.from_extras({"request_deadline": "soon"})
 
 
-def test_the_connection_forms_fields_are_own_extras() -> None:
-    fields = get_provider_info()["connection-types"][0]["conn-fields"]
-    assert set(fields) <= set(OWN_EXTRAS)
-    assert "request_deadline" in fields
+# -- the extras' specs (api/extras.py) and what is derived from them ------------------------------
+
+# Values of an extra of each type, as text (as extras often hold them) and as JSON (as the form
+# writes them), and the setting each becomes.
+SAMPLES: dict[str, list[tuple[Any, Any]]] = {
+    "string": [("Europe/Lisbon", "Europe/Lisbon")],
+    "integer": [("3", 3), (3, 3)],
+    "number": [("2.5", 2.5), (2.5, 2.5), (7, 7.0)],
+    "boolean": [("yes", True), ("TRUE", True), (True, True)],
+}
+
+
+def spec_id(spec: ExtraSpec) -> str:
+    return spec.name
+
+
+def test_the_settings_fields_are_the_own_extras_with_their_specs_defaults() -> None:
+    assert [f.name for f in fields(CDRConnectionSettings)] == list(OWN_EXTRAS)
+    assert [spec.name for spec in EXTRAS if not spec.http_option] == list(OWN_EXTRAS)
+    assert {f.name: f.default for f in fields(CDRConnectionSettings)} == {
+        spec.name: spec.default for spec in OWN_EXTRA_SPECS
+    }
+    assert SPECS["per_page"].default == SPECS["per_page"].bounds["maximum"] == MAX_PER_PAGE
+
+
+@pytest.mark.parametrize("spec", OWN_EXTRA_SPECS, ids=spec_id)
+def test_from_extras_casts_each_extra_with_its_specs_type_and_applies_its_default(spec: ExtraSpec) -> None:
+    (json_type,) = spec.types
+    assert getattr(CDRConnectionSettings.from_extras({}), spec.name) == spec.default
+    assert getattr(CDRConnectionSettings.from_extras({spec.name: ""}), spec.name) == spec.default
+    assert getattr(CDRConnectionSettings.from_extras({spec.name: None}), spec.name) == spec.default
+    for raw, expected in SAMPLES[json_type]:
+        assert expected != spec.default
+        for name in (spec.name, f"extra__cdr__{spec.name}"):
+            value = getattr(CDRConnectionSettings.from_extras({name: raw}), spec.name)
+            assert value == expected and type(value) is type(expected), (name, raw)
+    if json_type in ("integer", "number"):
+        with pytest.raises(CDRQueryError, match=f"{spec.name}='many'"):
+            CDRConnectionSettings.from_extras({spec.name: "many"})
+
+
+def outside_and_edge(spec: ExtraSpec) -> list[tuple[Any, bool]]:
+    """Values at and just past each numeric bound of a spec, and whether each is accepted."""
+    cases: list[tuple[Any, bool]] = []
+    if "minimum" in spec.bounds:
+        cases += [(spec.bounds["minimum"], True), (spec.bounds["minimum"] - 1, False)]
+    if "maximum" in spec.bounds:
+        cases += [(spec.bounds["maximum"], True), (spec.bounds["maximum"] + 1, False)]
+    if "exclusiveMinimum" in spec.bounds:
+        cases += [(spec.bounds["exclusiveMinimum"] + 0.5, True), (spec.bounds["exclusiveMinimum"], False)]
+    return cases
+
+
+@pytest.mark.parametrize("spec", [spec for spec in OWN_EXTRA_SPECS if outside_and_edge(spec)], ids=spec_id)
+def test_from_extras_checks_the_specs_bounds_and_names_the_extra(spec: ExtraSpec) -> None:
+    for value, accepted in outside_and_edge(spec):
+        if accepted:
+            CDRConnectionSettings.from_extras({spec.name: value})
+        else:
+            with pytest.raises(CDRQueryError, match=f"{spec.name}="):
+                CDRConnectionSettings.from_extras({spec.name: value})
+
+
+def test_the_http_options_defaults_are_what_endpoint_from_connection_reads_when_unset() -> None:
+    options = [spec for spec in EXTRAS if spec.http_option]
+    assert {spec.name for spec in options} <= set(HTTP_OPTION_EXTRAS)
+    assert not set(OWN_EXTRAS) & set(HTTP_OPTION_EXTRAS)
+    endpoint = endpoint_from_connection("cdr", connection(), {}, NO_ENV)
+    assert SPECS["verify"].default is True and endpoint.verify == certifi.where()
+    assert SPECS["trust_env"].default is endpoint.trust_env is True
+    assert SPECS["cert"].default is endpoint.cert is None
+    assert SPECS["proxies"].default is None and endpoint.proxies == {}
+
+
+def readme_extras() -> dict[str, str]:
+    """The README's table of connection extras: default (as written) by name, in its order."""
+    section = README.read_text().split("\n## The connection\n", 1)[1].split("\n## ", 1)[0]
+    lines = iter(section.splitlines())
+    for line in lines:
+        if [cell.strip() for cell in line.strip().strip("|").split("|")] == ["extra", "meaning", "default"]:
+            break
+    else:
+        raise AssertionError("README.md: no | extra | meaning | default | table under 'The connection'")
+    next(lines)  # | --- | --- | --- |
+    table: dict[str, str] = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        name, _meaning, default = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        assert name not in table, f"README.md lists the extra {name} twice"
+        table[name.strip("`")] = default.strip("`")
+    return table
+
+
+def test_the_readme_lists_exactly_the_specs_extras_with_their_defaults() -> None:
+    assert readme_extras() == {spec.name: spec.default_text for spec in EXTRAS}
+
+
+def test_a_prefixed_http_option_is_read_and_not_sent_as_a_header(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    extras = {"extra__cdr__verify": str(bundle), "extra__cdr__trust_env": "false", "X-Team": "cc"}
+    endpoint = endpoint_from_connection("cdr", connection(), extras, NO_ENV)
+    assert (endpoint.verify, endpoint.trust_env) == (str(bundle), False)
+    assert endpoint.headers == {"X-Team": "cc"}
 
 
 def test_headers_are_the_extras_left_once_ours_and_httphooks_options_are_out() -> None:

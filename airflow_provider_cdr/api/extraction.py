@@ -3,14 +3,12 @@
 `search_pages` drives one query with a SearchPager (paging.py). `Extraction` runs one per query
 (e.g. per time slice of a day) on worker threads, hands pages to the caller in arrival
 order, and drops every uuid already handed over, so the caller sees each record once.
-A `read_body` that goes from bytes to payload without Python objects (e.g. Arrow's JSON reader,
-which releases the GIL) runs on a pool of parser threads, one per core: pages parse on every
-core, and the big transient buffers of parsing stay in few threads, hence in few of glibc's
-per-thread malloc arenas (parsing on every download thread held ~15 MiB more at the peak of a
-1,000,000-record day). A page read_body declines is decoded record by record on the worker
-that fetched it, under one lock: the GIL serialises that work anyway, and the lock keeps a
-single page of decoded dicts (~2 KB a record) alive at a time, while downloads still overlap.
-Only compact pages wait at the handoff.
+Pages are read by a :class:`~airflow_provider_cdr.api.page.PageFormat`. With more than one
+worker, reading runs on a pool of parser threads, one per core: a format that parses without the
+GIL (Arrow's JSON reader) then parses on every core, and the big transient buffers of parsing
+stay in few threads, hence in few of glibc's per-thread malloc arenas (parsing on every download
+thread held ~15 MiB more at the peak of a 1,000,000-record day). Only compact pages wait at the
+handoff.
 """
 
 from __future__ import annotations
@@ -24,24 +22,23 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-import orjson
 
-from airflow_provider_cdr.api.dedupe import SeenUUIDs, contains, sort_keys, uuid_keys
+from airflow_provider_cdr.api.dedupe import SeenUUIDs, contains, sort_keys
 from airflow_provider_cdr.api.errors import CDRAPIError, CDRCancelled, CDRPagingError, CDRSearchTokenExpired
+from airflow_provider_cdr.api.page import Page, PageFormat
 from airflow_provider_cdr.api.paging import EDGE_KEYS, PageFacts, SearchPager, ServerPaging, StalePageError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Decode = Callable[[bytes], "Page[Any]"]
-FetchPage = Callable[[Mapping[str, str], Decode], "Page[Any]"]
-"""Send one records request (paging params included, key excluded); return decode(body).
+Read = Callable[[bytes], Page[Any]]
+FetchPage = Callable[[Mapping[str, str], Read], Page[Any]]
+"""Send one records request (paging params included, key excluded); return read(body).
 
-The fetcher retries a body that is not valid JSON (orjson.JSONDecodeError from decode).
+The fetcher retries the request when `read` raises UnreadablePage.
 """
 
 MAX_STALE_RETRIES = 3
@@ -79,64 +76,6 @@ class ExtractionStats:
             self.duplicates,
             self.records / elapsed,
         )
-
-
-def _records_and_token(body: Any) -> tuple[list[Any], str | None, int | None]:
-    """Check the response's shape; a wrong shape is an API error, not a silent empty page."""
-    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-        raise CDRAPIError("the CDR API answered without a 'records' list")
-    token = body.get("search_token")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise CDRAPIError(
-            f"the CDR API answered with an unusable search_token of type {type(token).__name__}"
-        )
-    return body["records"], token, page_total(body.get("total"))
-
-
-def page_total(value: Any) -> int | None:
-    """`total` when it is a count (whatever it counts), else None."""
-    return value if type(value) is int and value >= 0 else None
-
-
-def uuid_of(record: Any) -> str:
-    """The dedupe key of a record: its uuid, or its full JSON when it has none (never dropped)."""
-    if isinstance(record, dict):
-        value = record.get("uuid")
-        if isinstance(value, str) and value:
-            return value
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _instant_ms(record: Any) -> int | None:
-    stamp = record.get("timestamp") if isinstance(record, dict) else None
-    if not isinstance(stamp, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp.endswith("Z") else stamp)
-    except ValueError:
-        return None
-    return int(moment.timestamp() * 1000) if moment.tzinfo is not None else None
-
-
-def records_span(records: Sequence[Any]) -> tuple[int, int] | None:
-    """Instants (epoch ms) of a page's first and last record, when both can be read."""
-    if not records:
-        return None
-    first, last = _instant_ms(records[0]), _instant_ms(records[-1])
-    return None if first is None or last is None else (first, last)
-
-
-@dataclass
-class Page(Generic[T]):
-    """One decoded page: its payload (records or a batch), one uuid key per row, and the paging facts."""
-
-    payload: T
-    keys: np.ndarray
-    received: int
-    token: str | None
-    total: int | None = None
-    span_ms: tuple[int, int] | None = None
-    """Instants of the first and last record (epoch ms), for the token guard; None when unknown."""
 
 
 class _SearchMemory:
@@ -187,7 +126,7 @@ def _refused_page_with_token(err: CDRAPIError, request: Mapping[str, str]) -> bo
 
 def search_pages(
     fetch: FetchPage,
-    decode: Decode,
+    read: Read,
     params: Mapping[str, str],
     paging: ServerPaging,
     stats: ExtractionStats,
@@ -201,7 +140,7 @@ def search_pages(
         while pager.has_next and not (stop and stop.is_set()):
             request = {**params, **pager.request_params()}
             try:
-                page = fetch(request, decode)
+                page = fetch(request, read)
             except CDRAPIError as err:
                 if not _refused_page_with_token(err, request):
                     raise
@@ -231,26 +170,13 @@ class _Failed:
 _DONE = object()
 
 
-def _record_uuids(records: list[Any]) -> list[str]:
-    try:
-        uuids = [record["uuid"] for record in records]
-        if all(type(uuid) is str and uuid for uuid in uuids):
-            return uuids
-    except (KeyError, TypeError):
-        pass
-    return [uuid_of(record) for record in records]
-
-
 @dataclass
 class Extraction(Generic[T]):
-    """Run searches, transform their pages, yield each record once. See the module docstring."""
+    """Run searches, read their pages with `format`, yield each record once. See the module docstring."""
 
     fetch: FetchPage
+    format: PageFormat[T]
     per_page: int
-    transform: Callable[[list[Any]], T]
-    select: Callable[[T, np.ndarray], T]
-    uuids: Callable[[T, list[Any]], Any] = lambda payload, records: _record_uuids(records)
-    """The uuid of each row of a transformed page (a list of str or an Arrow string array)."""
     concurrency: int = 1
     stats: ExtractionStats = field(default_factory=ExtractionStats)
     paging: ServerPaging = field(init=False)
@@ -262,25 +188,15 @@ class Extraction(Generic[T]):
     """Called when a slice fails (or the caller stops reading): the fetcher then stops the other
     slices' requests at once (in flight, retrying or not yet sent) with CDRCancelled, so the run
     ends within about one request instead of after their retry budgets."""
-    read_body: Callable[[bytes], Page[T] | None] = lambda body: None
-    """A faster bytes -> page for pages without surprises, run outside the lock; None: not this page."""
-    _cpu: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _parsers: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.paging = ServerPaging(self.per_page)
 
-    def decode(self, body: bytes) -> Page[T]:
-        """Bytes -> page: read_body's way if it can, else bytes -> records -> payload under the lock."""
+    def read(self, body: bytes) -> Page[T]:
+        """Bytes -> page by the format, on the parser pool when there is one."""
         parsers = self._parsers
-        page = self.read_body(body) if parsers is None else parsers.submit(self.read_body, body).result()
-        if page is not None:
-            return page
-        with self._cpu:
-            records, token, total = _records_and_token(orjson.loads(body))
-            payload = self.transform(records)
-            keys = uuid_keys(self.uuids(payload, records))
-            return Page(payload, keys, len(records), token, total, records_span(records))
+        return self.format.read(body) if parsers is None else parsers.submit(self.format.read, body).result()
 
     def run(self, queries: Sequence[Mapping[str, str]]) -> Iterator[T]:
         pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries)
@@ -306,11 +222,11 @@ class Extraction(Generic[T]):
         if kept == len(fresh):
             yield page.payload
         elif kept:
-            yield self.select(page.payload, fresh)
+            yield self.format.select(page.payload, fresh)
 
     def _sequential(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         for params in queries:
-            yield from search_pages(self.fetch, self.decode, params, self.paging, self.stats)
+            yield from search_pages(self.fetch, self.read, params, self.paging, self.stats)
 
     def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
         # One page waits here; a worker with the next one waits to hand it over: about a page per worker.
@@ -332,7 +248,7 @@ class Extraction(Generic[T]):
 
         def work(params: Mapping[str, str]) -> None:
             try:
-                for page in search_pages(self.fetch, self.decode, params, self.paging, self.stats, stop):
+                for page in search_pages(self.fetch, self.read, params, self.paging, self.stats, stop):
                     put(page)
             except CDRCancelled:
                 pass  # another slice failed first: its error is the one the consumer raises

@@ -19,9 +19,8 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import orjson
-
 from airflow_provider_cdr.api.errors import CDRAPIError, api_error, redact, redirect_error
+from airflow_provider_cdr.api.page import UnreadablePage
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +78,20 @@ def read_answer(
     status: int,
     headers: Mapping[str, str],
     content: bytes,
-    decode: Callable[[bytes], Any],
+    read: Callable[[bytes], Any],
     path: str,
     secret: str,
 ) -> Answer:
-    """Decode a 200, name a retryable failure, or raise the final error (never showing `secret`).
+    """Read a 200 with `read`, name a retryable failure, or raise the final error (never showing `secret`).
 
-    A redirect is final: following it could send the key to another host, or in clear.
+    A 200 that `read` finds unreadable (UnreadablePage) is retried. A redirect is final:
+    following it could send the key to another host, or in clear.
     """
     if status == 200:
         try:
-            return Answer(body=decode(content))
-        except orjson.JSONDecodeError:
-            return Answer(problem=f"an unreadable JSON body ({len(content)} bytes)")
+            return Answer(body=read(content))
+        except UnreadablePage as err:
+            return Answer(problem=str(err))
     if status in RETRYABLE_STATUSES:
         return Answer(problem=f"HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
     if 300 <= status < 400:

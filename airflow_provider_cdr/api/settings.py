@@ -1,7 +1,8 @@
 """A CDR connection read once, the same way for every request: the sync hook's and the async hook's.
 
 `CDRConnectionSettings` holds the provider's own extras (time zone, paging, timeouts, retries,
-rate, deadline). `endpoint_from_connection` turns a whole connection into a `CDREndpoint`: the
+rate, deadline), cast, defaulted and checked as their specs in `airflow_provider_cdr.api.extras`
+say. `endpoint_from_connection` turns a whole connection into a `CDREndpoint`: the
 base URL, the key, the TLS trust, proxies and extra headers, with those settings. Both hooks build
 their sessions from that one object, so the deferrable path cannot drift from the sync one.
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,39 +22,24 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_cdr.api.errors import CDRQueryError, redact, secret_forms
-from airflow_provider_cdr.api.paging import MAX_PER_PAGE
+from airflow_provider_cdr.api.extras import (
+    DOCUMENTED_HTTP_OPTIONS,
+    FALSE_WORDS,
+    OWN_EXTRA_SPECS,
+    OWN_EXTRAS,
+    SPECS,
+    TRUE_WORDS,
+)
 from airflow_provider_cdr.api.retry import RetryPolicy
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _to_bool(value: Any) -> bool:
-    return str(value).strip().lower() in _TRUE
-
-
-_CASTS: dict[str, Callable[[Any], Any]] = {
-    "timezone": str,
-    "per_page": int,
-    "timeout": float,
-    "connect_timeout": float,
-    "max_retries": int,
-    "max_retry_wait": float,
-    "rate_limit": float,
-    "concurrency": int,
-    "allow_insecure_http": _to_bool,
-    "request_deadline": float,
-}
-OWN_EXTRAS = tuple(_CASTS)
-# Extras HttpHook reads as request options: never headers. The first four are honoured (see
-# CDREndpoint); the others do not apply (bodies are always streamed, redirects never followed).
+# Extras HttpHook reads as request options: never headers. The documented ones (verify, cert,
+# proxies, trust_env: see `extras.EXTRAS`) are honoured (see CDREndpoint), as are their aliases
+# verify_ssl and proxy; the others do not apply (bodies are always streamed, redirects never
+# followed).
 HTTP_OPTION_EXTRAS = (
-    "verify",
+    *DOCUMENTED_HTTP_OPTIONS,
     "verify_ssl",
-    "cert",
-    "proxies",
     "proxy",
-    "trust_env",
     "stream",
     "allow_redirects",
     "max_redirects",
@@ -90,33 +76,37 @@ def _is_loopback(host: str | None) -> bool:
 
 @dataclass(frozen=True)
 class CDRConnectionSettings:
-    """The provider's own extras, parsed and checked."""
+    """The provider's own extras, parsed and checked.
 
-    timezone: str = "UTC"
-    per_page: int = MAX_PER_PAGE
-    timeout: float = 60.0
-    connect_timeout: float = 10.0
-    max_retries: int = 8
-    max_retry_wait: float = 300.0
-    rate_limit: float | None = None
-    concurrency: int = 4
-    allow_insecure_http: bool = False
-    request_deadline: float = 300.0
+    One field per own extra of `extras.EXTRAS`, in its order, with the spec's default: the specs
+    say what each means and how it is cast and bounded (tests check the two agree).
+    """
+
+    timezone: str = SPECS["timezone"].default
+    per_page: int = SPECS["per_page"].default
+    timeout: float = SPECS["timeout"].default
+    connect_timeout: float = SPECS["connect_timeout"].default
+    request_deadline: float = SPECS["request_deadline"].default
     """Seconds one attempt may take from sending to the last byte; a trickling body counts too."""
+    max_retries: int = SPECS["max_retries"].default
+    max_retry_wait: float = SPECS["max_retry_wait"].default
+    rate_limit: float | None = SPECS["rate_limit"].default
+    concurrency: int = SPECS["concurrency"].default
+    allow_insecure_http: bool = SPECS["allow_insecure_http"].default
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any]) -> CDRConnectionSettings:
         """Parse and check the extras; a wrong value is named in the error."""
         values: dict[str, Any] = {}
         problems: list[str] = []
-        for name, cast in _CASTS.items():
-            raw = _lookup(extras, name)
+        for spec in OWN_EXTRA_SPECS:
+            raw = _lookup(extras, spec.name)
             if raw is None:
                 continue
             try:
-                values[name] = cast(raw)
+                values[spec.name] = spec.cast(raw)
             except (TypeError, ValueError):
-                problems.append(f"{name}={raw!r}")
+                problems.append(f"{spec.name}={raw!r}")
         settings = cls(**values)
         problems.extend(settings._problems())
         if problems:
@@ -129,16 +119,10 @@ class CDRConnectionSettings:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(f"timezone={self.timezone!r} is not an IANA time zone")
-        if not 1 <= self.per_page <= MAX_PER_PAGE:
-            problems.append(f"per_page={self.per_page} is not between 1 and {MAX_PER_PAGE}")
-        if self.rate_limit is not None and self.rate_limit <= 0:
-            problems.append(f"rate_limit={self.rate_limit} must be positive")
-        if self.concurrency < 1:
-            problems.append(f"concurrency={self.concurrency} must be at least 1")
-        if self.max_retries < 0 or self.timeout <= 0 or self.max_retry_wait < 0:
-            problems.append("timeouts and retry limits must be positive")
-        if self.request_deadline <= 0:
-            problems.append(f"request_deadline={self.request_deadline} must be positive")
+        for spec in OWN_EXTRA_SPECS:
+            problem = spec.problem(getattr(self, spec.name))
+            if problem:
+                problems.append(problem)
         return problems
 
     def retry_policy(self) -> RetryPolicy:
@@ -235,8 +219,8 @@ def _flag(value: Any, name: str, default: bool) -> bool:
     if value is None:
         return default
     text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
+    if text in TRUE_WORDS or text in FALSE_WORDS:
+        return text in TRUE_WORDS
     raise CDRQueryError(f"Invalid CDR connection extras: {name}={value!r} is neither true nor false")
 
 
@@ -249,10 +233,10 @@ def _tls_trust(extras: Mapping[str, Any], trust_env: bool, environ: Mapping[str,
     raw = _lookup(extras, "verify")
     raw = _lookup(extras, "verify_ssl") if raw is None else raw
     text = str(raw).strip()
-    if raw is None or text.lower() in _TRUE:
+    if raw is None or text.lower() in TRUE_WORDS:
         from_env = (environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")) if trust_env else None
         return from_env or _default_bundle()
-    if text.lower() in _FALSE:
+    if text.lower() in FALSE_WORDS:
         return False
     if not Path(text).exists():
         raise CDRQueryError(
@@ -288,7 +272,7 @@ def _proxies(raw: Any) -> dict[str, str]:
 
 def _headers(extras: Mapping[str, Any]) -> dict[str, str]:
     """The extras left once ours and HttpHook's request options are out: headers, as text."""
-    options = set(HTTP_OPTION_EXTRAS)
+    options = set(HTTP_OPTION_EXTRAS) | {f"extra__cdr__{name}" for name in HTTP_OPTION_EXTRAS}
     headers = {name: value for name, value in foreign_extras(extras).items() if name not in options}
     bad = sorted(name for name, value in headers.items() if isinstance(value, (Mapping, list, tuple)))
     if bad:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from airflow_provider_cdr.api.dedupe import uuid_keys
-from airflow_provider_cdr.api.extraction import Page, page_total
+from airflow_provider_cdr.api.page import Page, page_total
 from airflow_provider_cdr.convert.arrays import valid_mask, values
 from airflow_provider_cdr.convert.records import RecordConverter
 from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE

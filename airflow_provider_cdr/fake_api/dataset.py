@@ -1,10 +1,13 @@
-"""Deterministic synthetic CDR records, lookups and ground truth for the stand-in.
+"""Deterministic synthetic CDR records and lookups for the stand-in, and the API's value lists.
 
 Every record of a day follows from (seed, day, records per day, the day's profile):
 the demo, the tests and the benchmarks can therefore recompute what the server
 serves without talking to it. Each record also carries hidden attributes (queue,
 team, campaign, events, end reason, call-phase times, ...) that the API filters on
 but does not return; they live as numpy columns next to the record JSON.
+
+This module knows nothing of requests: filters.py parses the API's parameters and
+selects records from the day tables built here (ground truth included: filters.truth).
 """
 
 from __future__ import annotations
@@ -227,7 +230,7 @@ class DayTable:
 
 
 class CDRDataset:
-    """Synthetic, deterministic CDR data for any local day, plus lookups and ground truth.
+    """Synthetic, deterministic CDR data for any local day, plus lookups.
 
     Days before `first_day` are empty; later days have `records_per_day` records
     unless `day_profiles` says otherwise. `now` and `ingest_lag_s` decide what is
@@ -333,12 +336,6 @@ class CDRDataset:
         if isinstance(profile, int):
             return profile, "normal"
         return self.records_per_day, profile
-
-    def truth(self, **filters: str) -> list[str]:
-        """uuids of every available record matching API filters: no paging, no cap, no faults."""
-        from airflow_provider_cdr.fake_api.filters import matching_uuids, parse_query
-
-        return matching_uuids(self, parse_query(filters, self.tz), until_ms=self.available_until_ms())
 
     # -- lookups ----------------------------------------------------------
     def lookups(self) -> dict[str, list[dict[str, Any]]]:

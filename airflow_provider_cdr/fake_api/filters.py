@@ -1,5 +1,9 @@
 """Request parameters of GET /api/v2/cdr: parsing, validation and matching against day tables.
 
+Sits above dataset.py, whose day tables, value lists and day bounds it uses (dataset.py
+never imports this module). `truth` is the in-process ground truth: every available
+record of a dataset that matches a set of filters.
+
 Choices where the vendor's docs are silent:
 - Unknown parameter names are ignored, as many Rails-style APIs do; a client's
   typo therefore widens the result instead of failing (clients should check).
@@ -18,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,11 +37,9 @@ from airflow_provider_cdr.fake_api.dataset import (
     LEAD_SOURCES,
     TYPE_FILTER_VALUES,
     WRAPUP_IDS,
+    CDRDataset,
     DayTable,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_cdr.fake_api.dataset import CDRDataset
 
 MAX_PER_PAGE = 10_000
 WINDOW_CAP = 10_000  # records per search across its pages, by default (ServerProfile.search_size)
@@ -434,3 +436,8 @@ def matching_uuids(dataset: CDRDataset, query: Query, *, until_ms: int) -> list[
     return [
         table.uuids[i] for table, idx in iter_matches(dataset, query, until_ms=until_ms) for i in idx.tolist()
     ]
+
+
+def truth(dataset: CDRDataset, /, **filters: str) -> list[str]:
+    """uuids of every available record matching API filters: no paging, no cap, no faults."""
+    return matching_uuids(dataset, parse_query(filters, dataset.tz), until_ms=dataset.available_until_ms())

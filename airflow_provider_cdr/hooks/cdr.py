@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import orjson
 import requests
 import urllib3.exceptions
 from airflow.providers.http.hooks.http import HttpHook
@@ -26,10 +25,12 @@ from airflow_provider_cdr.api.errors import (
     CDRCancelled,
     CDRError,
     CDRPagingError,
+    CDRQueryError,
     redact,
     tls_error,
 )
 from airflow_provider_cdr.api.extraction import Extraction, ExtractionStats
+from airflow_provider_cdr.api.page import Page, PageFormat, read_json
 from airflow_provider_cdr.api.paging import MAX_PER_PAGE
 from airflow_provider_cdr.api.query import CDRQuery, build_query
 from airflow_provider_cdr.api.ratelimit import RequestGate, shared_gate
@@ -38,6 +39,8 @@ from airflow_provider_cdr.api.settings import CDRConnectionSettings, CDREndpoint
 
 if TYPE_CHECKING:
     import pandas as pd
+
+T = TypeVar("T")
 
 MAX_LOOKUP_PAGES = 1000
 _TRANSPORT_ERRORS = (
@@ -85,10 +88,10 @@ class CDRHook(HttpHook):
     The connection's host is the base URL (``https://cc-ams03.voiso.com``) and its password the
     API key, which travels as the ``key`` query parameter and never in a log or an error. The
     connection is read by :func:`~airflow_provider_cdr.api.settings.endpoint_from_connection`, as
-    :class:`~airflow_provider_cdr.hooks.cdr_async.CDRAsyncHook` reads it: extras ``timezone``,
-    ``per_page``, ``timeout``, ``connect_timeout``, ``request_deadline``, ``max_retries``,
-    ``max_retry_wait``, ``rate_limit``, ``concurrency``, ``allow_insecure_http``; HttpHook's
-    ``verify``, ``cert``, ``proxies`` and ``trust_env``; any other extra is a header.
+    :class:`~airflow_provider_cdr.hooks.cdr_async.CDRAsyncHook` reads it. Its extras (the provider's
+    own and HttpHook's ``verify``, ``cert``, ``proxies``, ``trust_env``) are declared, with their
+    types, defaults and meaning, once: :data:`airflow_provider_cdr.api.extras.EXTRAS`. Any other
+    extra is a header.
 
     :param cdr_conn_id: the Airflow connection of type ``cdr``.
     """
@@ -146,17 +149,17 @@ class CDRHook(HttpHook):
 
     # -- one request ---------------------------------------------------------------------------
 
-    def _get_json(
+    def _get(
         self,
         session: requests.Session,
         path: str,
         params: Mapping[str, str],
         gate: RequestGate,
         stats: ExtractionStats,
-        decode: Callable[[bytes], Any] = orjson.loads,
+        read: Callable[[bytes], T] = read_json,
         cutoff: Cutoff | None = None,
-    ) -> Any:
-        """GET `path` and decode its body, retrying 429, 5xx, transport errors, deadlines and broken JSON.
+    ) -> T:
+        """GET `path` and `read` its body, retrying 429, 5xx, transport errors, deadlines and unreadable pages.
 
         Stops at once (CDRCancelled) when `cutoff` is cancelled. Errors never show the key.
         """
@@ -167,9 +170,9 @@ class CDRHook(HttpHook):
             gate.wait(cutoff.stop)
             cutoff.check()
             stats.add(requests=1)
-            answer = self._attempt(session, path, params, decode, cutoff)
+            answer = self._attempt(session, path, params, read, cutoff)
             if answer.problem is None:
-                return answer.body
+                return cast(T, answer.body)
             delay = budget.next_delay(answer)
             if answer.throttled:
                 gate.pause(delay)  # every concurrent request backs off, not only this one
@@ -181,7 +184,7 @@ class CDRHook(HttpHook):
         session: requests.Session,
         path: str,
         params: Mapping[str, str],
-        decode: Callable[[bytes], Any],
+        read: Callable[[bytes], Any],
         cutoff: Cutoff,
     ) -> Answer:
         """One GET within the request deadline: an answer, or the final error.
@@ -204,9 +207,7 @@ class CDRHook(HttpHook):
             )
             with attempt.guard(response):
                 content = _whole_body(response)
-            return read_answer(
-                response.status_code, response.headers, content, decode, path, endpoint.api_key
-            )
+            return read_answer(response.status_code, response.headers, content, read, path, endpoint.api_key)
         except requests.exceptions.SSLError as err:
             failure = tls_error(path, endpoint.base_url, endpoint.redact(str(err)))
         except _TRANSPORT_ERRORS as err:
@@ -224,44 +225,39 @@ class CDRHook(HttpHook):
         return build_query(filters, self.timezone)
 
     def extraction(
-        self,
-        transform: Any = None,
-        select: Any = None,
-        *,
-        uuids: Any = None,
-        read_body: Any = None,
-        per_page: int | None = None,
-        concurrency: int | None = None,
-    ) -> Extraction[Any]:
-        """An Extraction bound to this connection: one session, one rate gate, one dedupe set."""
-        settings = self.settings
+        self, page_format: PageFormat[T], *, per_page: int | None = None, concurrency: int | None = None
+    ) -> Extraction[T]:
+        """An Extraction bound to this connection: one session, one rate gate, one dedupe set.
+
+        :param page_format: how a page is read (``RecordDicts``, ``CDRBatches`` from
+            :mod:`airflow_provider_cdr.convert.formats`, or your own).
+        :param per_page: records asked per page (default: the connection's ``per_page``).
+        :param concurrency: queries run at once (default 1).
+        """
         session = self.get_conn()
-        gate = shared_gate(self.base_url, settings.rate_limit)
+        gate = shared_gate(self.base_url, self.settings.rate_limit)
         stats = ExtractionStats()
         cutoff = Cutoff()
 
-        def fetch(params: Mapping[str, str], decode: Callable[[bytes], Any]) -> Any:
-            return self._get_json(session, RECORDS_PATH, params, gate, stats, decode, cutoff)
+        def fetch(params: Mapping[str, str], read: Callable[[bytes], Page[T]]) -> Page[T]:
+            return self._get(session, RECORDS_PATH, params, gate, stats, read, cutoff)
 
-        options: dict[str, Any] = {"uuids": uuids} if uuids else {}
-        if read_body:
-            options["read_body"] = read_body
         return Extraction(
             fetch=fetch,
-            per_page=per_page or settings.per_page,
-            transform=transform or (lambda records: records),
-            select=select or (lambda records, keep: [r for r, k in zip(records, keep) if k]),
+            format=page_format,
+            per_page=per_page or self.settings.per_page,
             concurrency=concurrency or 1,
             stats=stats,
             close=session.close,
             cancel=cutoff.cancel,
-            **options,
         )
 
     def iter_pages(self, per_page: int | None = None, **filters: Any) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of records (lists of dicts, as the API sent them), each record once."""
+        from airflow_provider_cdr.convert.formats import RecordDicts
+
         query = self.build_query(**filters)
-        yield from self.extraction(per_page=per_page).run([query.as_params()])
+        yield from self.extraction(RecordDicts(), per_page=per_page).run([query.as_params()])
 
     def iter_records(self, per_page: int | None = None, **filters: Any) -> Iterator[dict[str, Any]]:
         """Yield records one by one, each once; filters named as the API's parameters."""
@@ -272,11 +268,11 @@ class CDRHook(HttpHook):
         """Records as a pandas DataFrame with the same typed columns as the Parquet files."""
         import pyarrow as pa
 
-        from airflow_provider_cdr.convert.records import RecordConverter
+        from airflow_provider_cdr.convert.formats import CDRBatches
         from airflow_provider_cdr.convert.schema import CDR_SCHEMA
 
-        converter = RecordConverter()
-        batches = [converter.to_batch(page) for page in self.iter_pages(per_page=per_page, **filters)]
+        query = self.build_query(**filters)
+        batches = list(self.extraction(CDRBatches(), per_page=per_page).run([query.as_params()]))
         table = pa.Table.from_batches(batches, schema=CDR_SCHEMA)
         return table.to_pandas(types_mapper=_pandas_types)
 
@@ -285,7 +281,7 @@ class CDRHook(HttpHook):
     def _get_once(self, path: str, params: Mapping[str, str]) -> Any:
         """One request (with its retries) on a session of its own."""
         with self.get_conn() as session:
-            return self._get_json(
+            return self._get(
                 session, path, params, shared_gate(self.base_url, self.settings.rate_limit), ExtractionStats()
             )
 
@@ -300,12 +296,16 @@ class CDRHook(HttpHook):
             probe.read(self.fetch_page(probe.request))
         return probe.found
 
-    def _lookup(self, name: str) -> list[dict[str, Any]]:
-        """Every row of a lookup, page by page: whether these endpoints page is not documented.
+    def lookup(self, name: str) -> list[dict[str, Any]]:
+        """Every row of the lookup `name` (a key of ``LOOKUP_PATHS``: agents, queues, teams,
+        wrapup_codes, campaigns, deleted_agents), page by page: whether these endpoints page is
+        not documented.
 
         Pages are asked until one comes back empty, or the same as the one before (a server that
         ignores `page`); a server that refuses the paging parameters is asked once without them.
         """
+        if name not in LOOKUP_PATHS:
+            raise CDRQueryError(f"unknown lookup {name!r}; one of: {', '.join(LOOKUP_PATHS)}")
         path = LOOKUP_PATHS[name]
         rows: list[dict[str, Any]] = []
         previous: list[Any] | None = None
@@ -322,24 +322,6 @@ class CDRHook(HttpHook):
             rows.extend(items)
             previous = items
         raise CDRPagingError(f"GET {path} still had rows after {MAX_LOOKUP_PAGES} pages; stopping")
-
-    def list_agents(self) -> list[dict[str, Any]]:
-        return self._lookup("agents")
-
-    def list_queues(self) -> list[dict[str, Any]]:
-        return self._lookup("queues")
-
-    def list_teams(self) -> list[dict[str, Any]]:
-        return self._lookup("teams")
-
-    def list_wrapup_codes(self) -> list[dict[str, Any]]:
-        return self._lookup("wrapup_codes")
-
-    def list_campaigns(self) -> list[dict[str, Any]]:
-        return self._lookup("campaigns")
-
-    def list_deleted_agents(self) -> list[dict[str, Any]]:
-        return self._lookup("deleted_agents")
 
     # -- UI ----------------------------------------------------------------------------------------
 

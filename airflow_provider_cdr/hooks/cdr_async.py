@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from airflow.sdk import BaseHook
 
 from airflow_provider_cdr.api.availability import Probe
 from airflow_provider_cdr.api.endpoints import RECORDS_PATH
 from airflow_provider_cdr.api.errors import CDRError, redact, tls_error
+from airflow_provider_cdr.api.page import read_json
 from airflow_provider_cdr.api.retry import (
     Answer,
     RetryBudget,
@@ -158,7 +158,7 @@ class CDRAsyncHook(BaseHook):
         ) as client:
             yield _Session(client, context, endpoint.proxy())
 
-    async def _get_json(self, session: _Session, path: str, params: Mapping[str, str]) -> Any:
+    async def _get(self, session: _Session, path: str, params: Mapping[str, str]) -> Any:
         """GET `path` and decode its body, retrying as CDRHook does; errors never show the key."""
         endpoint = await self.endpoint()
         budget = RetryBudget(endpoint.settings.retry_policy(), path)
@@ -187,7 +187,7 @@ class CDRAsyncHook(BaseHook):
             ) as response:
                 content = await response.read()
                 return read_answer(
-                    response.status, response.headers, content, orjson.loads, path, endpoint.api_key
+                    response.status, response.headers, content, read_json, path, endpoint.api_key
                 )
         except aiohttp.ClientSSLError as err:
             failure = tls_error(path, endpoint.base_url, endpoint.redact(str(err)))
@@ -204,12 +204,12 @@ class CDRAsyncHook(BaseHook):
     async def fetch_page(self, params: Mapping[str, str]) -> Any:
         """One records request as the API answers it (API parameters, paging included, key added here)."""
         async with self._session() as session:
-            return await self._get_json(session, RECORDS_PATH, params)
+            return await self._get(session, RECORDS_PATH, params)
 
     async def records_exist(self, params: Mapping[str, str]) -> bool:
         """The availability rule's probe (:class:`~airflow_provider_cdr.api.availability.Probe`) for `params`."""
         probe = Probe(params)
         async with self._session() as session:
             while probe.request is not None:
-                probe.read(await self._get_json(session, RECORDS_PATH, probe.request))
+                probe.read(await self._get(session, RECORDS_PATH, probe.request))
         return probe.found

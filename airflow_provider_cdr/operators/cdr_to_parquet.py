@@ -16,8 +16,7 @@ from airflow_provider_cdr.api.endpoints import RECORDS_PATH
 from airflow_provider_cdr.api.errors import CDRQueryError, CDRSearchTokenExpired
 from airflow_provider_cdr.api.extraction import Extraction
 from airflow_provider_cdr.api.query import CDRQuery
-from airflow_provider_cdr.convert.arrays import bool_array
-from airflow_provider_cdr.convert.arrow_page import read_page
+from airflow_provider_cdr.convert.formats import CDRBatches
 from airflow_provider_cdr.convert.records import RecordConverter
 from airflow_provider_cdr.days.day_window import DayWindow
 from airflow_provider_cdr.days.zone_check import CDRTimeZoneMismatch, ZoneCheck
@@ -196,15 +195,10 @@ class CDRToParquetOperator(BaseOperator):
         complete: bool,
     ) -> tuple[PartitionSummary, dict[str, Any]]:
         """One complete attempt: fetch every slice, write as it arrives, commit or leave no trace."""
-        converter = RecordConverter()  # one for the day: its counters go into the manifest
+        batches = CDRBatches()  # one for the day: its counters go into the manifest
         slices = [query.with_window(**bounds) for bounds in window.slices(self.slices)]
         extraction = hook.extraction(
-            converter.to_batch,
-            lambda batch, keep: batch.filter(bool_array(keep)),
-            uuids=lambda batch, records: batch.column("uuid"),
-            read_body=lambda body: read_page(body, converter),
-            per_page=self.per_page,
-            concurrency=self.concurrency or hook.settings.concurrency,
+            batches, per_page=self.per_page, concurrency=self.concurrency or hook.settings.concurrency
         )
         run_id = uuid_lib.uuid4().hex[:12]
         zone_check = ZoneCheck(window, self.check_offsets)
@@ -221,7 +215,7 @@ class CDRToParquetOperator(BaseOperator):
             problem = zone_check.problem(self.max_out_of_day_share)
             if problem:
                 raise CDRTimeZoneMismatch(problem)  # before the commit: the previous version stays
-            facts = self._facts(extraction, converter, zone_check.out_of_day, query, window, context)
+            facts = self._facts(extraction, batches.converter, zone_check.out_of_day, query, window, context)
             summary = writer.commit(manifest=facts, complete=complete)
         return summary, facts
 
@@ -236,7 +230,7 @@ class CDRToParquetOperator(BaseOperator):
     ) -> dict[str, Any]:
         """What the manifest says about this extraction; the query is stored without the key."""
         ti = context.get("ti")
-        stats, paging = extraction.stats, extraction.paging
+        stats, paging, values = extraction.stats, extraction.paging, converter.counts()
         return {
             "endpoint": RECORDS_PATH,
             "query": query.as_params(),
@@ -248,9 +242,11 @@ class CDRToParquetOperator(BaseOperator):
             "paging": paging.summary(),
             "duplicates_dropped": stats.duplicates,
             "out_of_day": out_of_day,
-            "coerced_values": converter.coerced,
-            "uncoercible_values": converter.uncoercible,
-            "unknown_fields": dict(converter.unknown_fields),
+            "coerced_values": values["coerced"],
+            "uncoercible_values": values["uncoercible"],
+            "unknown_fields": values["unknown_fields"],
+            "coerced_by_field": values["coerced_by_field"],
+            "uncoercible_by_field": values["uncoercible_by_field"],
             "dag_id": getattr(ti, "dag_id", None),
             "task_id": getattr(ti, "task_id", None),
             "run_id": getattr(ti, "run_id", None),

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_cdr.convert.formats import RecordDicts
 from airflow_provider_cdr.fake_api.server import StandIn
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from tests.conformance.readings import DAY_SIZES, READINGS, exact_or_clear_failure, request_bound
@@ -39,7 +40,7 @@ def hook_for(server: StandIn, monkeypatch: pytest.MonkeyPatch) -> CDRHook:
 
 def land_day(hook: CDRHook, day: str, per_page: int) -> tuple[list[str], Any]:
     """The day's uuids as the hook yields them, and what its paging learned and counted."""
-    extraction = hook.extraction(per_page=per_page)
+    extraction = hook.extraction(RecordDicts(), per_page=per_page)
     query = hook.build_query(start_date=day, end_date=day)
     uuids = [record["uuid"] for page in extraction.run([query.as_params()]) for record in page]
     return uuids, extraction.paging

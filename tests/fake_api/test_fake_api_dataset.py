@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from airflow_provider_cdr.fake_api.dataset import DISPOSITIONS, KINDS, CDRDataset
+from airflow_provider_cdr.fake_api.filters import truth
 
 DAY = date(2024, 3, 5)
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -185,5 +186,5 @@ def test_lookups_are_consistent_with_records(dataset: CDRDataset, records: list[
 
 
 def test_truth_matches_filters_in_process(dataset: CDRDataset, records: list[dict]) -> None:
-    inbound = dataset.truth(start_date="2024-03-05", end_date="2024-03-05", type="inbound")
+    inbound = truth(dataset, start_date="2024-03-05", end_date="2024-03-05", type="inbound")
     assert inbound == [r["uuid"] for r in records if r["type"] == "inbound"]

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from airflow_provider_cdr.fake_api.dataset import END_REASONS, EVENTS, LEAD_SOURCES, CDRDataset
+from airflow_provider_cdr.fake_api.filters import truth
 from airflow_provider_cdr.fake_api.server import StandIn
 
 DAY = date(2024, 3, 5)
@@ -239,4 +240,4 @@ def test_filters_combine_with_and(api: StandIn, day_records: list[dict]) -> None
 def test_truth_is_independent_of_http(stand_in: StandIn) -> None:
     """The in-process dataset and the server agree (same seed, same params)."""
     fresh = CDRDataset(7, 2500, "America/Sao_Paulo", now=stand_in.now)
-    assert set(fresh.truth(**ONE_DAY, type="telegram")) == stand_in.truth(**ONE_DAY, type="telegram")
+    assert set(truth(fresh, **ONE_DAY, type="telegram")) == stand_in.truth(**ONE_DAY, type="telegram")

@@ -19,6 +19,7 @@ import requests
 from airflow_provider_cdr.fake_api import cli
 from airflow_provider_cdr.fake_api.dataset import CDRDataset
 from airflow_provider_cdr.fake_api.filters import Cursor, decode_token
+from airflow_provider_cdr.fake_api.filters import truth as ground_truth
 from airflow_provider_cdr.fake_api.profile import ServerProfile
 from airflow_provider_cdr.fake_api.server import StandIn
 
@@ -74,7 +75,7 @@ def uuids(body: dict[str, Any]) -> list[str]:
 
 def ordered(server: StandIn, **filters: str) -> list[str]:
     """Every matching uuid, newest first: the order searches and pages cut."""
-    return server.dataset.truth(**filters)
+    return ground_truth(server.dataset, **filters)
 
 
 def cursor_of(server: StandIn, uuid: str, **filters: str) -> Cursor:

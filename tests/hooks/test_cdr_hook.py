@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_cdr.api.errors import CDRAPIError, CDRCancelled, CDRError, CDRPagingError, CDRQueryError
+from airflow_provider_cdr.convert.formats import RecordDicts
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from tests.secret_support import KEY_WITH_URL_CHARACTERS, assert_secret_absent, exception_chain_text
 
@@ -94,17 +95,17 @@ def test_each_filter_narrows_the_day_as_documented(
 
 def test_id_list_filters_use_lookup_ids(hook: CDRHook, api: Any) -> None:
     window = {"start_date": DAY, "end_date": DAY}
-    agent_ids = [agent["id"] for agent in hook.list_agents()[:3]]
+    agent_ids = [agent["id"] for agent in hook.lookup("agents")[:3]]
     records = list(hook.iter_records(agent_ids=agent_ids, **window))
     assert records and {r["agent_id"] for r in records} <= set(agent_ids)
-    queue = hook.list_queues()[0]
+    queue = hook.lookup("queues")[0]
     in_queue = list(hook.iter_records(queue_ids=str(queue["id"]), **window))
     assert set(uuids(iter(in_queue))) == api.truth(queue_ids=str(queue["id"]), **window)
     assert {r["queue"] for r in in_queue} - {None} == {queue["name"]}  # only inbound records name a queue
-    code = hook.list_wrapup_codes()[0]["id"]
+    code = hook.lookup("wrapup_codes")[0]["id"]
     assert {r["wrapup_code"] for r in hook.iter_records(wrapup_codes=[code], **window)} == {code}
     for name in ("team_ids", "campaign_ids"):
-        lookup = hook.list_teams() if name == "team_ids" else hook.list_campaigns()
+        lookup = hook.lookup("teams" if name == "team_ids" else "campaigns")
         some = list(hook.iter_records(**{name: lookup[0]["id"]}, **window))
         assert set(uuids(iter(some))) == api.truth(**{name: str(lookup[0]["id"])}, **window)
 
@@ -245,8 +246,15 @@ def test_a_repeated_search_token_is_caught(hook: CDRHook, api: Any) -> None:
 
 def test_lookups(hook: CDRHook) -> None:
     for name in ("agents", "queues", "teams", "wrapup_codes", "campaigns", "deleted_agents"):
-        rows = getattr(hook, f"list_{name}")()
+        rows = hook.lookup(name)
         assert rows and all("id" in row for row in rows)
+
+
+def test_an_unknown_lookup_is_refused_before_any_request(hook: CDRHook, api: Any) -> None:
+    before = api.stats()["requests"]
+    with pytest.raises(CDRQueryError, match="unknown lookup 'agent'; one of: agents, queues"):
+        hook.lookup("agent")
+    assert api.stats()["requests"] == before
 
 
 def test_get_records_df_has_typed_columns(hook: CDRHook, api: Any) -> None:
@@ -295,7 +303,7 @@ def test_the_first_failing_slice_cuts_the_others_in_flight(api: Any, monkeypatch
     # Every answer waits a second, so the three good slices are surely in flight when the 422 comes.
     api.set_faults(rate_slow_body=1.0, drip_bytes_per_s=1000, rate_stall=1.0, stall_s=1.0)
     hook = use_connection(monkeypatch, "cdr_cancel", api.url, api.api_key, request_deadline=60)
-    extraction = hook.extraction(concurrency=4, per_page=1000)
+    extraction = hook.extraction(RecordDicts(), concurrency=4, per_page=1000)
     failed_at = note_final_failures(extraction)
     with pytest.raises(CDRAPIError) as raised:
         list(extraction.run([*GOOD_SLICES, FATAL_SLICE]))
@@ -315,7 +323,7 @@ def test_the_first_failing_slice_stops_the_others_retrying(api: Any, monkeypatch
     """
     api.set_faults(rate_5xx=1.0, burst_5xx=1)
     hook = use_connection(monkeypatch, "cdr_cancel", api.url, api.api_key, request_deadline=60)
-    extraction = hook.extraction(concurrency=4, per_page=1000)
+    extraction = hook.extraction(RecordDicts(), concurrency=4, per_page=1000)
     failed_at = note_final_failures(extraction)
     with ThreadPoolExecutor(max_workers=1) as runner:
         run = runner.submit(lambda: list(extraction.run([*GOOD_SLICES, FATAL_SLICE])))

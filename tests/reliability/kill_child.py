@@ -27,11 +27,11 @@ def pause_forever(marker: str) -> None:
 def install(point: str, marker: str) -> None:
     """Wrap the method the point names so that the process pauses when it gets there."""
     if point == "mid_download":
-        original_get = CDRHook._get_json
+        original_get = CDRHook._get
         calls = {"n": 0}
         lock = threading.Lock()
 
-        def get_json(self: CDRHook, *args: Any, **kwargs: Any) -> Any:
+        def get(self: CDRHook, *args: Any, **kwargs: Any) -> Any:
             with lock:
                 calls["n"] += 1
                 seen = calls["n"]
@@ -39,7 +39,7 @@ def install(point: str, marker: str) -> None:
                 pause_forever(marker)
             return original_get(self, *args, **kwargs)
 
-        CDRHook._get_json = get_json  # type: ignore[method-assign]
+        CDRHook._get = get  # type: ignore[method-assign]
         return
     if point == "between_renames":
         # The two-rename swap of platforms without renameat2: stop with the old version set aside.

@@ -1,0 +1,79 @@
+"""The two ways a records page is read: as the API's dicts, or as a batch of the declared schema.
+
+Both implement :class:`~airflow_provider_cdr.api.page.PageFormat`. `RecordDicts` serves
+``CDRHook.iter_records``; `CDRBatches` serves the operator and ``get_records_df``: Arrow's JSON
+reader when the page holds no surprises (:mod:`.arrow_page`), else record by record through
+:class:`~.records.RecordConverter`, which coerces, keeps raw values and counts each surprise.
+Record-by-record reading holds the GIL throughout, so it runs one page at a time under a lock:
+that keeps one page of decoded dicts (~2 KB a record) alive at a time while downloads overlap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from airflow_provider_cdr.api.dedupe import uuid_keys
+from airflow_provider_cdr.api.page import Page, page_parts, read_json, records_span
+from airflow_provider_cdr.convert.arrays import bool_array
+from airflow_provider_cdr.convert.arrow_page import read_page
+from airflow_provider_cdr.convert.records import RecordConverter
+
+
+class RecordDicts:
+    """Pages as lists of dicts, as the API sent them."""
+
+    def read(self, body: bytes) -> Page[list[Any]]:
+        records, token, total = page_parts(read_json(body))
+        return Page(
+            records, uuid_keys(record_uuids(records)), len(records), token, total, records_span(records)
+        )
+
+    def select(self, payload: list[Any], keep: np.ndarray) -> list[Any]:
+        return [record for record, kept in zip(payload, keep) if kept]
+
+
+class CDRBatches:
+    """Pages as CDR_SCHEMA record batches; `converter` keeps the counts of what was coerced or kept raw."""
+
+    def __init__(self) -> None:
+        self.converter = RecordConverter()
+        self._one_at_a_time = threading.Lock()
+
+    def read(self, body: bytes) -> Page[pa.RecordBatch]:
+        page = read_page(body, self.converter)
+        if page is not None:
+            return page
+        with self._one_at_a_time:
+            records, token, total = page_parts(read_json(body))
+            batch = self.converter.to_batch(records)
+            keys = uuid_keys(batch.column("uuid"))
+            return Page(batch, keys, len(records), token, total, records_span(records))
+
+    def select(self, payload: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
+        return payload.filter(bool_array(keep))
+
+
+def record_uuids(records: Sequence[Any]) -> list[str]:
+    """Each record's dedupe key: its uuid, or its full JSON when it has none (so it is never dropped)."""
+    try:
+        uuids = [record["uuid"] for record in records]
+        if all(type(uuid) is str and uuid for uuid in uuids):
+            return uuids
+    except (KeyError, TypeError):
+        pass
+    return [uuid_of(record) for record in records]
+
+
+def uuid_of(record: Any) -> str:
+    """The dedupe key of one record: its uuid, or its full JSON when it has none."""
+    if isinstance(record, dict):
+        value = record.get("uuid")
+        if isinstance(value, str) and value:
+            return value
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
