@@ -22,6 +22,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check airflow_provider_cdr tests dags_examples benchmarks
 	$(VENV)/bin/mypy airflow_provider_cdr
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)

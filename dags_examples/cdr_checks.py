@@ -8,17 +8,17 @@ queries it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.days.day_window import DayWindow
+from airflow_provider_cdr.landing.location import is_local, local_path
 from airflow_provider_cdr.landing.writer import MANIFEST_NAME as MANIFEST
 
 
@@ -75,7 +75,7 @@ def is_landed(records_path: str, day: date, conn_id: str | None = None) -> bool:
 
 def day_has_settled(day: date, timezone: str, settle_period: timedelta, now: datetime) -> bool:
     """Whether `day` (account-local) has ended and settled at `now`."""
-    return DayWindow(day, ZoneInfo(timezone)).end + settle_period <= now
+    return DayWindow(day, time_zone(timezone)).end + settle_period <= now
 
 
 def days_to_reland(day: date, timezone: str, lookback_days: int, now: datetime) -> list[date]:
@@ -85,15 +85,15 @@ def days_to_reland(day: date, timezone: str, lookback_days: int, now: datetime) 
     lands days whose late records are long in, and re-landing from runs that overlap would only
     make them race for the same day.
     """
-    if now - DayWindow(day, ZoneInfo(timezone)).end > timedelta(days=1):
+    if now - DayWindow(day, time_zone(timezone)).end > timedelta(days=1):
         return []
     return [day - timedelta(days=back) for back in range(1, lookback_days + 1)]
 
 
 def open_partition(location: str, conn_id: str | None = None) -> ObjectStoragePath:
     """The partition folder as one path type for local disk and object storage alike."""
-    if "://" not in location:
-        location = "file://" + os.path.abspath(location)
+    if is_local(location):
+        location = "file://" + local_path(location)
     return ObjectStoragePath(location, conn_id=conn_id)
 
 
@@ -112,7 +112,7 @@ def inspect_partition(landed: dict[str, Any], timezone: str, conn_id: str | None
     present = {p.name for p in folder.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet")}
     files = [folder / name for name in listed if name in present]
     table = pq.read_table([p.path for p in files], filesystem=folder.fs, columns=["uuid", "timestamp"])
-    window = DayWindow(date.fromisoformat(landed["day"]), ZoneInfo(timezone))
+    window = DayWindow(date.fromisoformat(landed["day"]), time_zone(timezone))
     ts = table.column("timestamp")
     outside = pc.invert(pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end)))
     return PartitionCheck(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import cdr_settings
 from airflow.sdk import DAG, task
@@ -32,6 +31,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from cdr_checks import days_to_reland, inspect_partition, is_landed, summary
 
 from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 
@@ -78,7 +78,7 @@ with DAG(
     @task
     def recent_days(data_interval_start: Any = None) -> list[str]:
         """The landed days before this run's that a timely run lands again (`CDR_LOOKBACK_DAYS`)."""
-        day = data_interval_start.astimezone(ZoneInfo(settings.timezone)).date()
+        day = data_interval_start.astimezone(time_zone(settings.timezone)).date()
         days = days_to_reland(day, settings.timezone, settings.lookback_days, availability.utcnow())
         landed = [d for d in days if is_landed(settings.records_path, d, settings.output_conn_id)]
         log.info("Landing again, for records that came late: %s", [d.isoformat() for d in landed])

@@ -20,7 +20,6 @@ import os
 import uuid
 from datetime import datetime, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import cdr_settings
 import pyarrow as pa
@@ -29,7 +28,9 @@ from airflow.sdk import DAG, ObjectStoragePath, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_cdr.api.endpoints import LOOKUP_PATHS
+from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.hooks.cdr import CDRHook
+from airflow_provider_cdr.landing.location import is_local, local_path
 from airflow_provider_cdr.tasks.arguments import day_from_context
 
 LOOKUPS = tuple(LOOKUP_PATHS)  # agents, queues, teams, wrapup_codes, campaigns, deleted_agents
@@ -69,8 +70,8 @@ def to_table(name: str, items: list[dict[str, Any]], fetched_at: datetime) -> pa
 
 def write_table(table: pa.Table, target: str, conn_id: str | None) -> str:
     """Write next to the target, then rename over it: a reader sees the old file or the new one."""
-    if "://" not in target or target.startswith("file://"):
-        path = os.path.abspath(target.removeprefix("file://"))
+    if is_local(target):
+        path = local_path(target)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         try:
@@ -104,7 +105,7 @@ with DAG(
     def snapshot(name: str, **context: Any) -> dict[str, Any]:
         """Fetch one lookup list and write its day's dimension file."""
         hook = CDRHook(cdr_conn_id=settings.cdr_conn_id)
-        day = day_from_context(context, ZoneInfo(settings.timezone))
+        day = day_from_context(context, time_zone(settings.timezone))
         items = hook.lookup(name)
         table = to_table(name, items, datetime.now(timezone.utc))
         target = f"{settings.dimensions_path}/{name}/date={day.isoformat()}/{name}.parquet"

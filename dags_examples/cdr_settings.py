@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from airflow_provider_cdr.api.query import time_zone
+
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
 
 
@@ -101,7 +103,7 @@ def _start_date(text: str, tz: ZoneInfo) -> datetime:
 def load() -> CDRDagSettings:
     """The settings as the environment says now; a wrong value fails the DAG file's import."""
     timezone = _env("CDR_TIMEZONE", DEFAULT_TIMEZONE)
-    tz = ZoneInfo(timezone)
+    tz = time_zone(timezone)
     airflow_home = _env("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
     return CDRDagSettings(
         timezone=timezone,

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
+from airflow_provider_cdr.api.errors import CDRAPIError, CDRConfigError, CDRQueryError
 from airflow_provider_cdr.api.query import DATETIME_FORMAT
 
 DEFAULT_SETTLE_PERIOD = timedelta(0)
@@ -68,17 +68,17 @@ class Verdict(str, enum.Enum):
 def as_timedelta(value: timedelta | float | int, name: str) -> timedelta:
     """A period given as a timedelta or as seconds; negative periods are refused."""
     if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
-        raise CDRQueryError(f"{name}={value!r} is neither a timedelta nor a number of seconds")
+        raise CDRConfigError(f"{name}={value!r} is neither a timedelta nor a number of seconds")
     period = value if isinstance(value, timedelta) else timedelta(seconds=value)
     if period < timedelta(0):
-        raise CDRQueryError(f"{name}={value!r} is negative")
+        raise CDRConfigError(f"{name}={value!r} is negative")
     return period
 
 
 def check_on_empty(value: str) -> str:
     """`on_empty` is one of ON_EMPTY_CHOICES; a typo must not silently mean "succeed"."""
     if value not in ON_EMPTY_CHOICES:
-        raise CDRQueryError(f"on_empty={value!r} is not one of {', '.join(ON_EMPTY_CHOICES)}")
+        raise CDRConfigError(f"on_empty={value!r} is not one of {', '.join(ON_EMPTY_CHOICES)}")
     return value
 
 

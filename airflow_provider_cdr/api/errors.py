@@ -42,7 +42,11 @@ class CDRError(Exception):
 
 
 class CDRQueryError(CDRError, ValueError):
-    """A filter or argument is invalid; raised before any request is sent."""
+    """What is asked cannot be asked (a filter, a day, a window); raised before any request is sent."""
+
+
+class CDRConfigError(CDRError, ValueError):
+    """A connection, an output location or a task setting cannot work; raised before any request is sent."""
 
 
 class CDRAPIError(CDRError):

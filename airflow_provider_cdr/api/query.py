@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRConfigError, CDRQueryError
 
 DATE_FORMAT = "%Y-%m-%d"
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -275,12 +275,16 @@ def _check_order(params: Mapping[str, str], low: str, high: str, problems: list[
             problems.append(f"{low}={params[low]} is after {high}={params[high]}")
 
 
-def _zone(name: str) -> ZoneInfo:
-    """The account's zone; a bad name is the caller's mistake, so a CDRQueryError, not a KeyError."""
+def time_zone(name: str) -> ZoneInfo:
+    """The zone named `name`; a bad name is a configuration mistake (CDRConfigError), not a KeyError.
+
+    The one place a zone name is read: the connection's extra, the operator's and sensor's
+    ``timezone`` and the example DAGs' setting all come through here.
+    """
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):  # ValueError: "", "../x", a NUL byte
-        raise CDRQueryError(f"timezone={name!r} is not an IANA time zone name") from None
+        raise CDRConfigError(f"timezone={name!r} is not an IANA time zone name") from None
 
 
 def build_query(filters: Mapping[str, Any], timezone: str | ZoneInfo = "UTC") -> CDRQuery:
@@ -288,7 +292,7 @@ def build_query(filters: Mapping[str, Any], timezone: str | ZoneInfo = "UTC") ->
 
     `None` values are dropped, so optional filters can be passed through templated arguments.
     """
-    tz = timezone if isinstance(timezone, ZoneInfo) else _zone(timezone)
+    tz = timezone if isinstance(timezone, ZoneInfo) else time_zone(timezone)
     params: dict[str, str] = {}
     problems: list[str] = []
     for name, value in filters.items():

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_cdr.api.errors import CDRQueryError, redact, secret_forms
+from airflow_provider_cdr.api.errors import CDRConfigError, redact, secret_forms
 from airflow_provider_cdr.api.extras import (
     DOCUMENTED_HTTP_OPTIONS,
     FALSE_WORDS,
@@ -30,6 +29,7 @@ from airflow_provider_cdr.api.extras import (
     SPECS,
     TRUE_WORDS,
 )
+from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.api.retry import RetryPolicy
 
 # Extras HttpHook reads as request options: never headers. The documented ones (verify, cert,
@@ -110,15 +110,15 @@ class CDRConnectionSettings:
         settings = cls(**values)
         problems.extend(settings._problems())
         if problems:
-            raise CDRQueryError("Invalid CDR connection extras: " + "; ".join(problems))
+            raise CDRConfigError("Invalid CDR connection extras: " + "; ".join(problems))
         return settings
 
     def _problems(self) -> list[str]:
         problems = []
         try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"timezone={self.timezone!r} is not an IANA time zone")
+            time_zone(self.timezone)
+        except CDRConfigError as err:
+            problems.append(str(err))
         for spec in OWN_EXTRA_SPECS:
             problem = spec.problem(getattr(self, spec.name))
             if problem:
@@ -133,9 +133,9 @@ class CDRConnectionSettings:
         """Refuse plain http to anything but loopback unless explicitly allowed: the key is in the URL."""
         parsed = urlparse(base_url)
         if parsed.scheme not in ("http", "https"):
-            raise CDRQueryError(f"The CDR base URL must be http(s)://..., got scheme {parsed.scheme!r}")
+            raise CDRConfigError(f"The CDR base URL must be http(s)://..., got scheme {parsed.scheme!r}")
         if parsed.scheme == "http" and not _is_loopback(parsed.hostname) and not self.allow_insecure_http:
-            raise CDRQueryError(
+            raise CDRConfigError(
                 f"Refusing plain http:// to {parsed.hostname}: the API key would travel unencrypted. "
                 "Use https, or set the connection extra allow_insecure_http=true."
             )
@@ -198,7 +198,7 @@ def endpoint_from_connection(
     No I/O beyond checking that a CA bundle path exists, so the async hook may call it on the loop.
     """
     if not connection.password:
-        raise CDRQueryError(f"Connection {conn_id!r} has no API key in its password field")
+        raise CDRConfigError(f"Connection {conn_id!r} has no API key in its password field")
     settings = CDRConnectionSettings.from_extras(extras)
     base_url = base_url_of(connection)
     settings.check_base_url(base_url)
@@ -221,7 +221,7 @@ def _flag(value: Any, name: str, default: bool) -> bool:
     text = str(value).strip().lower()
     if text in TRUE_WORDS or text in FALSE_WORDS:
         return text in TRUE_WORDS
-    raise CDRQueryError(f"Invalid CDR connection extras: {name}={value!r} is neither true nor false")
+    raise CDRConfigError(f"Invalid CDR connection extras: {name}={value!r} is neither true nor false")
 
 
 def _tls_trust(extras: Mapping[str, Any], trust_env: bool, environ: Mapping[str, str]) -> bool | str:
@@ -239,7 +239,7 @@ def _tls_trust(extras: Mapping[str, Any], trust_env: bool, environ: Mapping[str,
     if text.lower() in FALSE_WORDS:
         return False
     if not Path(text).exists():
-        raise CDRQueryError(
+        raise CDRConfigError(
             f"Invalid CDR connection extras: verify={text!r} is neither true/false nor an existing CA bundle"
         )
     return text
@@ -256,7 +256,7 @@ def _client_cert(raw: Any) -> str | tuple[str, str] | None:
         return raw
     if isinstance(raw, (list, tuple)) and len(raw) == 2 and all(isinstance(part, str) for part in raw):
         return (raw[0], raw[1])
-    raise CDRQueryError("Invalid CDR connection extras: cert must be a path or [certificate, key] paths")
+    raise CDRConfigError("Invalid CDR connection extras: cert must be a path or [certificate, key] paths")
 
 
 def _proxies(raw: Any) -> dict[str, str]:
@@ -267,7 +267,7 @@ def _proxies(raw: Any) -> dict[str, str]:
         return {"all": raw}
     if isinstance(raw, Mapping) and all(isinstance(url, str) for url in raw.values()):
         return {str(scheme): url for scheme, url in raw.items()}
-    raise CDRQueryError("Invalid CDR connection extras: proxies must be a URL or {scheme: URL}")
+    raise CDRConfigError("Invalid CDR connection extras: proxies must be a URL or {scheme: URL}")
 
 
 def _headers(extras: Mapping[str, Any]) -> dict[str, str]:
@@ -276,5 +276,5 @@ def _headers(extras: Mapping[str, Any]) -> dict[str, str]:
     headers = {name: value for name, value in foreign_extras(extras).items() if name not in options}
     bad = sorted(name for name, value in headers.items() if isinstance(value, (Mapping, list, tuple)))
     if bad:
-        raise CDRQueryError(f"Invalid CDR connection extras: {', '.join(bad)} cannot be sent as headers")
+        raise CDRConfigError(f"Invalid CDR connection extras: {', '.join(bad)} cannot be sent as headers")
     return {name: str(value) for name, value in headers.items() if value is not None}

@@ -99,6 +99,7 @@ from airflow_provider_cdr.landing.lease import (
     PartitionBusyError,
 )
 from airflow_provider_cdr.landing.local_store import LocalStore
+from airflow_provider_cdr.landing.location import is_local, local_path
 from airflow_provider_cdr.landing.manifest import (
     MANIFEST_NAME,
     MAX_VERSIONS,
@@ -132,7 +133,6 @@ __all__ = [
     "read_manifest",
 ]
 
-_LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -169,12 +169,6 @@ class _PartitionStore(Protocol):
     def commit(self, manifest: bytes, names: list[str]) -> None: ...
     def clean_up(self, names: list[str]) -> None: ...
     def abort(self, names: list[str]) -> None: ...
-
-
-def _is_local(base: UPath | str | os.PathLike[str]) -> bool:
-    if isinstance(base, UPath):
-        return (base.protocol or "") in _LOCAL_PROTOCOLS
-    return "://" not in str(base)
 
 
 @dataclass
@@ -238,8 +232,8 @@ class DayPartitionWriter:
         self._file_rows = file_rows
         day_dir = f"date={day.isoformat()}"
         self._store: _PartitionStore
-        if _is_local(base):
-            local = Path(base.path) if isinstance(base, UPath) else Path(base)
+        if is_local(base):
+            local = Path(local_path(base))
             self._store = LocalStore(local, day_dir, self._token, self._holder())
         else:
             remote = base if isinstance(base, UPath) else UPath(str(base))

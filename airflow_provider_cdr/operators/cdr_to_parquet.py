@@ -13,9 +13,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.api.availability import as_timedelta
 from airflow_provider_cdr.api.endpoints import RECORDS_PATH
-from airflow_provider_cdr.api.errors import CDRQueryError, CDRSearchTokenExpired
+from airflow_provider_cdr.api.errors import CDRConfigError, CDRSearchTokenExpired
 from airflow_provider_cdr.api.extraction import Extraction
-from airflow_provider_cdr.api.query import CDRQuery
+from airflow_provider_cdr.api.query import CDRQuery, time_zone
 from airflow_provider_cdr.convert.formats import CDRBatches
 from airflow_provider_cdr.convert.records import RecordConverter
 from airflow_provider_cdr.days.day_window import DayWindow
@@ -28,7 +28,6 @@ from airflow_provider_cdr.tasks.arguments import (
     day_from_context,
     is_templated,
     parse_day,
-    time_zone,
 )
 from airflow_provider_cdr.tasks.output import asset_uri, open_base
 
@@ -96,7 +95,7 @@ class CDRToParquetOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         if not output_path or not isinstance(output_path, str):
-            raise CDRQueryError("output_path must be a non-empty path or URL")
+            raise CDRConfigError("output_path must be a non-empty path or URL")
         if timezone is not None:
             time_zone(timezone)
         if not is_templated(filters):
@@ -112,9 +111,9 @@ class CDRToParquetOperator(BaseOperator):
             max_restarts=max_restarts,
         )
         if compression not in COMPRESSIONS:
-            raise CDRQueryError(f"compression={compression!r} is not one of {', '.join(COMPRESSIONS)}")
+            raise CDRConfigError(f"compression={compression!r} is not one of {', '.join(COMPRESSIONS)}")
         if not 0 <= max_out_of_day_share < 1:
-            raise CDRQueryError(f"max_out_of_day_share={max_out_of_day_share} must be in [0, 1)")
+            raise CDRConfigError(f"max_out_of_day_share={max_out_of_day_share} must be in [0, 1)")
         if not is_templated(output_path) and "outlets" not in kwargs:
             kwargs["outlets"] = [Asset(asset_uri(output_path))]
         super().__init__(**kwargs)
@@ -279,4 +278,4 @@ def _check_sizes(**sizes: int | None) -> None:
     for name, value in sizes.items():
         least = 0 if name == "max_restarts" else 1
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise CDRQueryError(f"{name} must be a whole number of at least {least}, got {value!r}")
+            raise CDRConfigError(f"{name} must be a whole number of at least {least}, got {value!r}")

@@ -29,7 +29,7 @@ from airflow_provider_cdr.api.availability import (
     window_label,
 )
 from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
-from airflow_provider_cdr.api.query import CDRQuery
+from airflow_provider_cdr.api.query import CDRQuery, time_zone
 from airflow_provider_cdr.days.day_window import DayWindow
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from airflow_provider_cdr.tasks.arguments import (
@@ -37,7 +37,6 @@ from airflow_provider_cdr.tasks.arguments import (
     day_from_context,
     is_templated,
     parse_day,
-    time_zone,
 )
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
 
@@ -90,7 +89,7 @@ class CDRRecordsSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        zone = time_zone(timezone) if timezone is not None else ZoneInfo("UTC")
+        zone = time_zone(timezone) if timezone is not None else time_zone("UTC")
         if not is_templated(filters):
             check_filters(filters)
         _check_window_arguments(day, start_datetime, end_datetime, zone)

@@ -1,4 +1,4 @@
-"""Task arguments shared by the operator and the sensor: the day, the time zone, the filters.
+"""Task arguments shared by the operator and the sensor: the day, the filters, templated values.
 
 Checked when the DAG is parsed where they are not templated, otherwise before the first request.
 """
@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from airflow_provider_cdr.api.errors import CDRQueryError
 from airflow_provider_cdr.api.query import WINDOW_FILTERS, CDRQuery, build_query
@@ -56,13 +56,6 @@ def parse_day(value: Any) -> date:
         except ValueError:
             pass
     raise CDRQueryError(f"day={value!r} is not a day in YYYY-MM-DD form")
-
-
-def time_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CDRQueryError(f"timezone={name!r} is not an IANA time zone name") from None
 
 
 def day_from_context(context: Context, tz: ZoneInfo) -> date:

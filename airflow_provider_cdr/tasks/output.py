@@ -7,15 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_cdr.api.errors import CDRQueryError
-
-
-def is_local(output_path: str) -> bool:
-    return "://" not in output_path or output_path.startswith("file://")
-
-
-def local_path(output_path: str) -> str:
-    return os.path.abspath(output_path.removeprefix("file://"))
+from airflow_provider_cdr.api.errors import CDRConfigError
+from airflow_provider_cdr.landing.location import is_local, local_path
 
 
 def open_base(output_path: str, conn_id: str | None = None) -> str | ObjectStoragePath:
@@ -23,10 +16,10 @@ def open_base(output_path: str, conn_id: str | None = None) -> str | ObjectStora
     if is_local(output_path):
         path = local_path(output_path)
         if os.path.exists(path) and not os.path.isdir(path):
-            raise CDRQueryError(f"output_path {path} exists and is not a directory")
+            raise CDRConfigError(f"output_path {path} exists and is not a directory")
         return path
     if urlsplit(output_path).password or urlsplit(output_path).username:
-        raise CDRQueryError("output_path must not carry credentials; use output_conn_id")
+        raise CDRConfigError("output_path must not carry credentials; use output_conn_id")
     return ObjectStoragePath(output_path, conn_id=conn_id)
 
 

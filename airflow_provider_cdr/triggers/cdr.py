@@ -25,7 +25,7 @@ from airflow_provider_cdr.api.availability import (
     empty_message,
     window_label,
 )
-from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRConfigError, CDRQueryError
 from airflow_provider_cdr.hooks.cdr_async import CDRAsyncHook
 
 CLASSPATH = "airflow_provider_cdr.triggers.cdr.CDRRecordsTrigger"
@@ -65,7 +65,7 @@ class CDRRecordsTrigger(BaseTrigger):
         if end.tzinfo is None:
             raise CDRQueryError(f"window_end={window_end!r} has no UTC offset")
         if poll_interval <= 0:
-            raise CDRQueryError(f"poll_interval={poll_interval} must be positive")
+            raise CDRConfigError(f"poll_interval={poll_interval} must be positive")
         self.conn_id = conn_id
         self.params = dict(sorted(params.items()))
         self.window_end = end.astimezone(timezone.utc)

@@ -177,7 +177,10 @@ def test_range_dag_keeps_its_mapped_tasks_and_request_rate_within_their_caps(
     intervals = [(instant(ti["start_date"]), instant(ti["end_date"])) for ti in mapped]
     assert max_overlap(intervals) <= MAX_API_TASKS
     # `rate_limit` holds per task process: in any second, the API sees at most RATE_LIMIT requests
-    # from each land_day task running during that second (one may end as the next starts).
+    # from each land_day task running during that second (one may end as the next starts). The
+    # stand-in stamps a request when its thread handles it; on a loaded machine that can be a few
+    # milliseconds after the client sent it, carrying one request across a second's edge: one is
+    # allowed for that (a gate that did not hold would exceed by a whole second's worth).
     per_second = deploy_stand_in.stats()["per_second"]
     assert per_second
     for second, count in per_second.items():
@@ -185,7 +188,7 @@ def test_range_dag_keeps_its_mapped_tasks_and_request_rate_within_their_caps(
         running = sum(
             1 for begin, end in intervals if begin.timestamp() < start + 1 and end.timestamp() >= start
         )
-        assert count <= RATE_LIMIT * max(running, 1), (second, count, running)
+        assert count <= RATE_LIMIT * max(running, 1) + 1, (second, count, running)
     assert max(per_second.values()) <= RATE_LIMIT * (MAX_API_TASKS + 1)
     assert_exact(deploy_stand_in, scenario.records, days)
 
