@@ -10,7 +10,7 @@ from typing import Any
 import certifi
 import pytest
 
-from airflow_provider_cdr.api.errors import CDRQueryError, redact, secret_forms
+from airflow_provider_cdr.api.errors import CDRConfigError, redact, secret_forms
 from airflow_provider_cdr.api.extras import EXTRAS, OWN_EXTRA_SPECS, SPECS, ExtraSpec
 from airflow_provider_cdr.api.paging import MAX_PER_PAGE
 from airflow_provider_cdr.api.settings import (
@@ -33,9 +33,9 @@ def test_every_own_extra_is_parsed_and_request_deadline_defaults_to_five_minutes
     assert CDRConnectionSettings().request_deadline == 300.0
     settings = CDRConnectionSettings.from_extras({"request_deadline": "2.5", "extra__cdr__timeout": "7"})
     assert (settings.request_deadline, settings.timeout) == (2.5, 7.0)
-    with pytest.raises(CDRQueryError, match=r"request_deadline=0\.0 must be positive"):
+    with pytest.raises(CDRConfigError, match=r"request_deadline=0\.0 must be positive"):
         CDRConnectionSettings.from_extras({"request_deadline": 0})
-    with pytest.raises(CDRQueryError, match="request_deadline='soon'"):
+    with pytest.raises(CDRConfigError, match="request_deadline='soon'"):
         CDRConnectionSettings.from_extras({"request_deadline": "soon"})
 
 
@@ -76,7 +76,7 @@ def test_from_extras_casts_each_extra_with_its_specs_type_and_applies_its_defaul
             value = getattr(CDRConnectionSettings.from_extras({name: raw}), spec.name)
             assert value == expected and type(value) is type(expected), (name, raw)
     if json_type in ("integer", "number"):
-        with pytest.raises(CDRQueryError, match=f"{spec.name}='many'"):
+        with pytest.raises(CDRConfigError, match=f"{spec.name}='many'"):
             CDRConnectionSettings.from_extras({spec.name: "many"})
 
 
@@ -98,7 +98,7 @@ def test_from_extras_checks_the_specs_bounds_and_names_the_extra(spec: ExtraSpec
         if accepted:
             CDRConnectionSettings.from_extras({spec.name: value})
         else:
-            with pytest.raises(CDRQueryError, match=f"{spec.name}="):
+            with pytest.raises(CDRConfigError, match=f"{spec.name}="):
                 CDRConnectionSettings.from_extras({spec.name: value})
 
 
@@ -191,7 +191,7 @@ def test_tls_trust_resolves_as_requests_does(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_request_options_are_refused_by_name(extras: dict[str, Any], message: str) -> None:
-    with pytest.raises(CDRQueryError, match=message):
+    with pytest.raises(CDRConfigError, match=message):
         endpoint_from_connection("cdr", connection(), extras, NO_ENV)
 
 
@@ -201,9 +201,9 @@ def test_the_base_url_is_httphooks_and_plain_http_off_loopback_is_refused() -> N
     )
     assert endpoint.base_url == "https://cdr.example.com:8443"
     assert endpoint.url("/api/v2/cdr") == "https://cdr.example.com:8443/api/v2/cdr"
-    with pytest.raises(CDRQueryError, match="allow_insecure_http"):
+    with pytest.raises(CDRConfigError, match="allow_insecure_http"):
         endpoint_from_connection("cdr", connection("http://cdr.example.com"), {}, NO_ENV)
-    with pytest.raises(CDRQueryError, match="no API key"):
+    with pytest.raises(CDRConfigError, match="no API key"):
         endpoint_from_connection("cdr", connection(password=""), {}, NO_ENV)
 
 

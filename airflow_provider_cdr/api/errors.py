@@ -42,11 +42,15 @@ class CDRError(Exception):
 
 
 class CDRQueryError(CDRError, ValueError):
-    """What is asked cannot be asked (a filter, a day, a window); raised before any request is sent."""
+    """Bad input, refused before any request is sent: what is asked (a filter, a day, a window)
+    cannot be asked; or, as the subclass CDRConfigError, the configuration cannot work."""
 
 
-class CDRConfigError(CDRError, ValueError):
-    """A connection, an output location or a task setting cannot work; raised before any request is sent."""
+class CDRConfigError(CDRQueryError):
+    """A connection, an output location or a task setting cannot work; raised before any request is sent.
+
+    A CDRQueryError too, so that code catching bad input before the first request catches it.
+    """
 
 
 class CDRAPIError(CDRError):

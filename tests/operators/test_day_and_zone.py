@@ -16,7 +16,7 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_cdr.api import availability
-from airflow_provider_cdr.api.errors import CDRQueryError
+from airflow_provider_cdr.api.errors import CDRConfigError
 from airflow_provider_cdr.days.zone_check import zones_fitting
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from tests.airflow_db import ensure_airflow_db, register_dag
@@ -168,5 +168,5 @@ def test_zones_that_fit_a_days_offsets() -> None:
     ],
 )
 def test_arguments_that_cannot_work_fail_at_construction(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(CDRQueryError, match=message):
+    with pytest.raises(CDRConfigError, match=message):
         CDRToParquetOperator(task_id="bad", output_path="/tmp/never-written", **kwargs)
