@@ -3,13 +3,14 @@
 Speed (the whole bytes -> Parquet path must sustain 200,000 records/s on a core): most
 pages never become dicts: ``arrow_page`` reads them into Arrow and
 :meth:`~airflow_provider_cdr.convert.records.RecordConverter.from_arrow` finishes them with
-the same column functions as ``to_batch``. For pages of dicts, when every string-shaped
-field of the page holds strings or nulls, one ``pa.array(records, type=struct)`` call
-(:func:`read_string_shaped`) reads them all in C; ``timestamp`` is parsed by Arrow's ISO 8601
-cast, its UTC offset and the ``hh:mm:ss`` fields are read from the string bytes with numpy.
-Only a column whose values are not all of the expected JSON type, or fail that fast
-conversion, is redone value by value with the coercers of
-:mod:`airflow_provider_cdr.convert.values`.
+the same column functions as ``to_batch``. For pages of dicts, each column is built from its
+values in one pass (:mod:`~airflow_provider_cdr.convert.arrays`' builders, which never make
+pyarrow import pandas); ``timestamp`` is parsed by Arrow's ISO 8601 cast, its UTC offset and
+the ``hh:mm:ss`` fields are read from the string bytes with numpy. Drift stays column-wise:
+only the values of the wrong JSON type (or, for ``hh:mm:ss``, of the wrong form) go one by
+one through the coercers of :mod:`airflow_provider_cdr.convert.values`, and the rest of
+their column is still built at once. A column is redone value by value only when the fast
+build itself refuses it (an integer beyond its type, a lone surrogate, a non-finite float).
 
 What the conversion of one page coerced, could not coerce (kept raw) or did not know is
 collected in a :class:`PageIssues`; :mod:`airflow_provider_cdr.convert.records` turns it
@@ -29,7 +30,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_cdr.convert.arrays import from_numpy, valid_mask
+from airflow_provider_cdr.convert.arrays import (
+    bool_array,
+    bools_array,
+    bools_of,
+    from_numpy,
+    numbers_array,
+    strings_array,
+    timestamps_array,
+    valid_mask,
+    values_of,
+)
 from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 from airflow_provider_cdr.convert.values import (
     HMS,
@@ -45,6 +56,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 _NONE = type(None)
+_STR = frozenset({str})
+_INT = frozenset({int})
+_NUMBER = frozenset({int, float})
+_INT64_MAX = 2**63 - 1
 STRING_FIELDS = tuple(
     name for name in API_FIELDS if CDR_SCHEMA.field(name).type == pa.string() and name != "uuid"
 )
@@ -56,12 +71,6 @@ _INT_RANGES = {
     pa.int32(): (-(2**31), 2**31 - 1),
     pa.int64(): (-(2**63), 2**63 - 1),
 }
-
-# Every field the API sends as a JSON string (or an object of strings), read in one C call.
-_STRING_SHAPED = pa.struct(
-    [pa.field(name, pa.string()) for name in ("uuid", "timestamp", "duration", *STRING_FIELDS)]
-    + [pa.field("sla", pa.struct([pa.field(key, pa.string()) for key in _SLA_KEYS]))]
-)
 
 # A UTC offset suffix as Arrow's ISO 8601 parser accepts it: Z, +hh, +hhmm, +hh:mm.
 _OFFSET_SUFFIX = r"(Z|[+-]\d\d(:?\d\d)?)$"
@@ -78,9 +87,43 @@ def _as_strings(values: list[Any] | pa.Array) -> pa.Array | None:
     if not set(map(type, values)) <= {str, _NONE}:
         return None
     try:
-        return pa.array(values, type=pa.string())
-    except (pa.ArrowException, UnicodeError):
+        return strings_array(values)
+    except (UnicodeError, OverflowError):
         return None
+
+
+def _odd_rows(values: list[Any], kinds: frozenset[type]) -> list[int]:
+    """Rows whose value is neither None nor of one of `kinds` (exactly: a bool is no int)."""
+    if set(map(type, values)) <= kinds | {_NONE}:
+        return []
+    return [row for row, value in enumerate(values) if value is not None and type(value) not in kinds]
+
+
+def _coerce_rows(
+    field: str,
+    values: list[Any],
+    rows: Sequence[int],
+    coerce: Callable[[Any], tuple[Any, bool]],
+    issues: PageIssues,
+) -> list[Any]:
+    """A copy of `values` with the value of each of `rows` coerced, or None where it is kept raw."""
+    fixed = list(values)
+    for row in rows:
+        fixed[row] = _coerce_one(field, row, fixed[row], coerce, issues)
+    return fixed
+
+
+def _coerce_one(
+    field: str, row: int, value: Any, coerce: Callable[[Any], tuple[Any, bool]], issues: PageIssues
+) -> Any:
+    try:
+        result, coerced = coerce(value)
+    except (ValueError, TypeError, OverflowError):
+        issues.keep_raw(field, row, value)
+        return None
+    if coerced:
+        issues.coerced[field] += 1
+    return result
 
 
 def _tail_bytes(strings: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
@@ -117,6 +160,11 @@ def _with_nulls(values: np.ndarray, valid: np.ndarray | None, arrow_type: pa.Dat
     return from_numpy(full, arrow_type, valid)
 
 
+def _with_nulls_all(values: np.ndarray, valid: np.ndarray | None, arrow_type: pa.DataType) -> pa.Array:
+    """`values` has a slot for every row (whatever a null row holds): null where `valid` is False."""
+    return from_numpy(np.where(valid, values, 0) if valid is not None else values, arrow_type, valid)
+
+
 def _hms_seconds(strings: pa.Array) -> pa.Array | None:
     """``hh:mm:ss`` strings to seconds; None when a value is not of that form."""
     tail = _tail_bytes(strings, 8)
@@ -138,9 +186,13 @@ def _hms_seconds(strings: pa.Array) -> pa.Array | None:
     try:
         # flatten() applies the struct's nulls to its children (which hold "" there).
         hours, minutes, seconds = (pc.cast(part, pa.int64()) for part in parts.flatten())
-        return pc.add_checked(pc.add(pc.multiply_checked(hours, 3600), pc.multiply(minutes, 60)), seconds)
     except pa.ArrowException:
         return None  # hours beyond int64: the slow path keeps the value raw
+    hours_np = values_of(hours, np.int64)
+    if hours_np.size and hours_np.max() > (_INT64_MAX - 3599) // 3600:
+        return None  # the total would not fit int64: the slow path keeps the value raw
+    total = hours_np * 3600 + values_of(minutes, np.int64) * 60 + values_of(seconds, np.int64)
+    return _with_nulls_all(total, valid_mask(strings), pa.int64())
 
 
 def _offset_minutes(strings: pa.Array, instants: pa.Array) -> pa.Array:
@@ -159,8 +211,8 @@ def _offset_minutes(strings: pa.Array, instants: pa.Array) -> pa.Array:
             return _with_nulls(np.where(signs == _MINUS, -minutes, minutes), valid, pa.int16())
     # Other suffixes (Z, +hh, +hhmm): the wall clock without its suffix, read as UTC, minus the instant.
     local = pc.cast(pc.replace_substring_regex(strings, _OFFSET_SUFFIX, ""), pa.timestamp("us"))
-    offset_us = pc.subtract(local.cast(pa.int64()), instants.cast(pa.int64()))
-    return pc.divide(offset_us, 60_000_000).cast(pa.int16())
+    offset_us = values_of(local.cast(pa.int64()), np.int64) - values_of(instants.cast(pa.int64()), np.int64)
+    return _with_nulls_all(offset_us // 60_000_000, valid_mask(instants), pa.int16())
 
 
 # --- the page being converted -----------------------------------------------------------
@@ -180,13 +232,26 @@ class PageIssues:
         self.uncoercible[field] += 1
         self.raw.setdefault(row, {})[field] = value
 
+    def forget(self, field: str) -> None:
+        """Undo what was noted for `field`: its column is about to be redone value by value."""
+        self.coerced.pop(field, None)
+        self.uncoercible.pop(field, None)
+        for row in [row for row, values in self.raw.items() if field in values]:
+            del self.raw[row][field]
+            if not self.raw[row]:
+                del self.raw[row]
+
 
 def json_column(rows_to_objects: dict[int, dict[str, Any]], length: int) -> pa.Array:
     if not rows_to_objects:
         return pa.nulls(length, pa.string())
-    return pa.array(
-        [_dumps(rows_to_objects[row]) if row in rows_to_objects else None for row in range(length)]
-    )
+    rows = sorted(rows_to_objects)
+    texts = strings_array([_dumps(rows_to_objects[row]) for row in rows])
+    at = np.zeros(length, dtype=np.int32)
+    at[rows] = np.arange(len(rows), dtype=np.int32)
+    present = np.zeros(length, dtype=bool)
+    present[rows] = True
+    return texts.take(from_numpy(at, pa.int32(), present))
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -223,41 +288,92 @@ def _slow_column(
         if coerced:
             issues.coerced[field] += 1
         converted.append(result)
-    return pa.array(converted, type=arrow_type)
+    return strings_array(converted) if arrow_type == pa.string() else numbers_array(converted, arrow_type)
 
 
 def string_array(field: str, values: list[Any] | pa.Array, issues: PageIssues) -> pa.Array:
-    strings = _as_strings(values)
-    return strings if strings is not None else _slow_column(field, values, to_str, pa.string(), issues)
+    if isinstance(values, pa.Array):
+        return values
+    fixed = _coerce_rows(field, values, _odd_rows(values, _STR), to_str, issues)
+    try:
+        return strings_array(fixed)
+    except (UnicodeError, OverflowError):  # a lone surrogate: that value is kept raw
+        issues.forget(field)
+        return _slow_column(field, values, to_str, pa.string(), issues)
 
 
 def int_array(field: str, values: list[Any], arrow_type: pa.DataType, issues: PageIssues) -> pa.Array:
-    # A type census first: pa.array would turn 2.5 into an error but 2.0 into 2 without telling.
-    if set(map(type, values)) <= {int, _NONE}:
-        try:
-            return pa.array(values, type=arrow_type)
-        except (pa.ArrowException, OverflowError):
-            pass
-    return _slow_column(field, values, int_coercer(*_INT_RANGES[arrow_type]), arrow_type, issues)
+    # By exact type: a float (even 2.0) or a string is coerced one by one, never truncated.
+    coerce = int_coercer(*_INT_RANGES[arrow_type])
+    fixed = _coerce_rows(field, values, _odd_rows(values, _INT), coerce, issues)
+    try:
+        return numbers_array(fixed, arrow_type)
+    except OverflowError:  # an integer beyond the column's type: that value is kept raw
+        issues.forget(field)
+        return _slow_column(field, values, coerce, arrow_type, issues)
 
 
 def float_array(field: str, values: list[Any], issues: PageIssues) -> pa.Array:
-    types = set(map(type, values))
-    if types <= {float, int, _NONE}:  # not bool: pa.array would store True as 1.0
-        try:
-            array = pa.array(values, type=pa.float64())
-        except (pa.ArrowException, OverflowError):
-            pass
-        else:
-            return array  # an int is a JSON number like any other: not a coercion
+    # An int is a JSON number like any other: not a coercion. A bool is odd (True is no 1.0).
+    fixed = _coerce_rows(field, values, _odd_rows(values, _NUMBER), to_float, issues)
+    try:
+        array = numbers_array(fixed, pa.float64())
+    except OverflowError:
+        array = None
+    if array is not None and np.isfinite(values_of(array, np.float64)).all():
+        return array
+    issues.forget(field)
     return _slow_column(field, values, to_float, pa.float64(), issues)
 
 
 def seconds_array(field: str, values: list[Any] | pa.Array, issues: PageIssues) -> pa.Array:
-    strings = _as_strings(values)
-    if strings is not None and (seconds := _hms_seconds(strings)) is not None:
-        return seconds
+    """``hh:mm:ss`` to seconds, vectorised for every value of that form; the others one by one."""
+    odd: list[int] = []
+    if isinstance(values, pa.Array):
+        strings: pa.Array | None = values
+    else:
+        odd = _odd_rows(values, _STR)
+        texts = list(values)
+        for row in odd:
+            texts[row] = None
+        strings = _as_strings(texts)
+    if strings is not None:
+        seconds = _hms_seconds(strings)
+        if seconds is None:
+            strings, unlike = _only_hms(strings)
+            seconds = _hms_seconds(strings)
+            odd = sorted([*odd, *unlike])
+        if seconds is not None:
+            if not odd:
+                return seconds
+            originals = values.to_pylist() if isinstance(values, pa.Array) else values
+            return _patched(
+                seconds, {row: _coerce_one(field, row, originals[row], to_seconds, issues) for row in odd}
+            )
     return _slow_column(field, values, to_seconds, pa.int64(), issues)
+
+
+def _only_hms(strings: pa.Array) -> tuple[pa.Array, list[int]]:
+    """The strings with those not of the ``hh:mm:ss`` form made null, and the rows of those."""
+    matches = pc.match_substring_regex(strings, HMS)
+    unlike = ~bools_of(matches)
+    if (valid := valid_mask(strings)) is not None:
+        unlike &= valid
+    rows = np.flatnonzero(unlike)
+    if not rows.size:
+        return strings, []
+    return pc.replace_with_mask(strings, bool_array(unlike), pa.nulls(rows.size, pa.string())), rows.tolist()
+
+
+def _patched(array: pa.Array, rows: dict[int, Any]) -> pa.Array:
+    """An int64 array with the value of each row in `rows` set (None: null)."""
+    data = values_of(array, np.int64).copy()
+    valid = valid_mask(array)
+    valid = np.ones(len(array), dtype=bool) if valid is None else valid.copy()
+    for row, value in rows.items():
+        valid[row] = value is not None
+        data[row] = 0 if value is None else value
+    return _with_nulls_all(data, None if valid.all() else valid, pa.int64())
 
 
 def timestamp_arrays(values: list[Any] | pa.Array, issues: PageIssues) -> tuple[pa.Array, pa.Array]:
@@ -281,7 +397,7 @@ def timestamp_arrays(values: list[Any] | pa.Array, issues: PageIssues) -> tuple[
                 issues.keep_raw("timestamp", row, value)
         instants_list.append(instant)
         offsets_list.append(offset)
-    return pa.array(instants_list, type=_TIMESTAMP_TYPE), pa.array(offsets_list, type=pa.int16())
+    return timestamps_array(instants_list, _TIMESTAMP_TYPE), numbers_array(offsets_list, pa.int16())
 
 
 def _sla_objects(values: list[Any], issues: PageIssues) -> list[dict[str, Any] | None]:
@@ -311,7 +427,7 @@ def sla_array(values: list[Any], strings: pa.StructArray | None, issues: PageIss
     if strings is not None:
         return sla_from_strings(strings, issues)
     children = [[None if sla is None else sla.get(key) for sla in slas] for key in _SLA_KEYS]
-    mask = pa.array([sla is None for sla in slas], type=pa.bool_())
+    mask = bools_array([sla is None for sla in slas])
     arrays = [seconds_array(f"sla.{key}", child, issues) for key, child in zip(_SLA_KEYS, children)]
     return pa.StructArray.from_arrays(arrays, fields=list(SLA_TYPE), mask=mask)
 
@@ -320,14 +436,6 @@ def sla_from_strings(strings: pa.StructArray, issues: PageIssues) -> pa.Array:
     """The sla objects already read as a struct of hh:mm:ss strings (flatten() applies its nulls)."""
     arrays = [seconds_array(f"sla.{key}", child, issues) for key, child in zip(_SLA_KEYS, strings.flatten())]
     return pa.StructArray.from_arrays(arrays, fields=list(SLA_TYPE), mask=strings.is_null())
-
-
-def read_string_shaped(records: Sequence[dict[str, Any]]) -> pa.StructArray | None:
-    """All string-shaped fields in one C call; None when one of them holds a non-string."""
-    try:
-        return pa.array(records, type=_STRING_SHAPED)
-    except (pa.ArrowException, UnicodeError):
-        return None
 
 
 def _uuid_problem(value: Any) -> str:
@@ -357,4 +465,47 @@ def uuid_array(records: Sequence[dict[str, Any]], strings: pa.StructArray | None
             checked.append(str(value))
         else:
             raise ValueError(f"CDR record {row} of the page has {_uuid_problem(value)}")
-    return pa.array(checked, type=pa.string()), coerced
+    return strings_array(checked), coerced
+
+
+def number_from_arrow(
+    field: str,
+    column: pa.Array,
+    arrow_type: pa.DataType,
+    sent_as_strings: pa.Array | None,
+    float_rows: np.ndarray | None,
+    issues: PageIssues,
+) -> pa.Array | None:
+    """A number field as Arrow read it (int64, or float64 when some value was written as a float),
+    with the values sent as strings or as floats coerced one by one, as :func:`int_array` and
+    :func:`float_array` coerce them; None when a value must go the general way (out of range)."""
+    is_float = arrow_type == pa.float64()
+    if sent_as_strings is None and float_rows is None and column.type == arrow_type:
+        return column
+    valid = valid_mask(column)
+    valid = np.ones(len(column), dtype=bool) if valid is None else valid.copy()
+    if column.type == pa.float64() and not is_float:
+        numbers = values_of(column, np.float64)
+        data = np.where(valid, numbers, 0).astype(np.int64)
+    else:
+        data = values_of(column, np.float64 if is_float else np.int64).copy()
+    coerce = to_float if is_float else int_coercer(*_INT_RANGES[arrow_type])
+    patches: dict[int, Any] = {}
+    if float_rows is not None:
+        for row in float_rows.tolist():
+            patches[row] = _coerce_one(field, row, float(numbers[row]), coerce, issues)
+    if sent_as_strings is not None:
+        for row, text in enumerate(sent_as_strings.to_pylist()):
+            if text is not None:
+                patches[row] = _coerce_one(field, row, text, coerce, issues)
+    rest = valid.copy()
+    rest[list(patches)] = False
+    if not is_float and arrow_type != pa.int64():
+        low, high = _INT_RANGES[arrow_type]
+        kept = data[rest]
+        if kept.size and (kept.min() < low or kept.max() > high):
+            return None
+    for row, value in patches.items():
+        valid[row] = value is not None
+        data[row] = 0 if value is None else value
+    return from_numpy(np.where(valid, data, 0), arrow_type, None if valid.all() else valid)

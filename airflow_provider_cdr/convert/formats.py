@@ -21,8 +21,11 @@ import pyarrow as pa
 from airflow_provider_cdr.api.dedupe import uuid_keys
 from airflow_provider_cdr.api.page import Page, page_parts, read_json, records_span
 from airflow_provider_cdr.convert.arrays import bool_array
-from airflow_provider_cdr.convert.arrow_page import read_page
+from airflow_provider_cdr.convert.arrow_page import ReadHints, read_page
 from airflow_provider_cdr.convert.records import RecordConverter
+
+_DECLINED_BEFORE_SKIPPING = 3
+_RETRY_EVERY = 4
 
 
 class RecordDicts:
@@ -39,16 +42,28 @@ class RecordDicts:
 
 
 class CDRBatches:
-    """Pages as CDR_SCHEMA record batches; `converter` keeps the counts of what was coerced or kept raw."""
+    """Pages as CDR_SCHEMA record batches; `converter` keeps the counts of what was coerced or kept raw.
+
+    Remembers what the last pages needed, so as not to pay twice per page for the same drift: once
+    a page held floats in integer fields, the next ones are scanned for them before Arrow parses;
+    after several pages in a row that Arrow could not read, only every fourth is offered to it.
+    """
 
     def __init__(self) -> None:
         self.converter = RecordConverter()
         self._one_at_a_time = threading.Lock()
+        self._hints = ReadHints()
+        self._declined_in_a_row = 0
+        self._pages = 0
 
     def read(self, body: bytes) -> Page[pa.RecordBatch]:
-        page = read_page(body, self.converter)
-        if page is not None:
-            return page
+        self._pages += 1
+        if self._declined_in_a_row < _DECLINED_BEFORE_SKIPPING or self._pages % _RETRY_EVERY == 0:
+            page = read_page(body, self.converter, self._hints)
+            if page is not None:
+                self._declined_in_a_row = 0
+                return page
+            self._declined_in_a_row += 1
         with self._one_at_a_time:
             records, token, total = page_parts(read_json(body))
             batch = self.converter.to_batch(records)

@@ -38,8 +38,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from airflow_provider_cdr.convert.columns import (
@@ -50,7 +52,7 @@ from airflow_provider_cdr.convert.columns import (
     float_array,
     int_array,
     json_column,
-    read_string_shaped,
+    number_from_arrow,
     seconds_array,
     sla_array,
     sla_from_strings,
@@ -81,6 +83,22 @@ def _check_objects(records: Sequence[Any]) -> None:
             raise ValueError(f"CDR record {row} of the page is a JSON {json_type(record)}, not an object")
 
 
+@dataclass
+class ArrowRecords:
+    """A page's records as read by Arrow: every API field's column as sent, and the drift found."""
+
+    fields: dict[str, pa.Array]
+    length: int
+    token: str | None
+    total: int | None
+    sent_as_strings: dict[str, pa.Array] = field(default_factory=dict)
+    """Number field -> the string values some records sent for it (null elsewhere)."""
+    float_rows: dict[str, np.ndarray] = field(default_factory=dict)
+    """Integer field -> the rows whose value was written as a float (read as float64)."""
+    unknown: dict[str, pa.Array] = field(default_factory=dict)
+    """Fields the schema does not know -> their values (null where a record lacks the key)."""
+
+
 class RecordConverter:
     """Converts pages of records to ``CDR_SCHEMA`` batches and counts what the data did.
 
@@ -105,49 +123,54 @@ class RecordConverter:
             nothing from the page is counted then.
         """
         _check_objects(records)
-        strings = read_string_shaped(records)
-        uuids, uuids_coerced = uuid_array(records, strings)
+        uuids, uuids_coerced = uuid_array(records, None)
         issues = PageIssues(uuids)
         if uuids_coerced:
             issues.coerced["uuid"] = uuids_coerced
 
-        def string_shaped(name: str) -> list[Any] | pa.Array:
-            return strings.field(name) if strings is not None else column(records, name)
-
-        timestamps, offsets = timestamp_arrays(string_shaped("timestamp"), issues)
+        timestamps, offsets = timestamp_arrays(column(records, "timestamp"), issues)
         columns: dict[str, pa.Array] = {"uuid": uuids, "timestamp": timestamps, "utc_offset_minutes": offsets}
         for name in STRING_FIELDS:
-            columns[name] = string_array(name, string_shaped(name), issues)
+            columns[name] = string_array(name, column(records, name), issues)
         for name in _INT_FIELDS:
             columns[name] = int_array(name, column(records, name), CDR_SCHEMA.field(name).type, issues)
-        columns["duration"] = seconds_array("duration", string_shaped("duration"), issues)
+        columns["duration"] = seconds_array("duration", column(records, "duration"), issues)
         columns["cpc"] = float_array("cpc", column(records, "cpc"), issues)
-        columns["sla"] = sla_array(
-            column(records, "sla"), strings.field("sla") if strings is not None else None, issues
-        )
+        columns["sla"] = sla_array(column(records, "sla"), None, issues)
         _collect_unknown_fields(records, issues)
         return self._finish(columns, issues, len(records))
 
-    def from_arrow(self, records: pa.StructArray) -> pa.RecordBatch | None:
+    def from_arrow(self, read: ArrowRecords) -> pa.RecordBatch | None:
         """A page read by ``arrow_page.read_records`` as a ``CDR_SCHEMA`` batch, as :meth:`to_batch`
-        would make it; None when some record needs to_batch's checks (a null record or uuid, an
-        empty uuid, an int out of its column's range)."""
-        fields = dict(zip((field.name for field in records.type), records.flatten()))
+        would make it; None when some record needs to_batch's checks (a null or empty uuid, an
+        integer out of its column's range)."""
+        fields = read.fields
         uuids = fields["uuid"]
-        if records.null_count or not all_present(uuids):
-            return None
-        try:
-            num_segments = fields["num_segments"].cast(CDR_SCHEMA.field("num_segments").type)
-        except pa.ArrowInvalid:
+        if not all_present(uuids):
             return None
         issues = PageIssues(uuids)
         timestamps, offsets = timestamp_arrays(fields["timestamp"], issues)
         columns: dict[str, pa.Array] = {"uuid": uuids, "timestamp": timestamps, "utc_offset_minutes": offsets}
-        columns.update((name, fields[name]) for name in (*STRING_FIELDS, "agent_id", "cpc"))
-        columns["num_segments"] = num_segments
+        columns.update((name, fields[name]) for name in STRING_FIELDS)
+        for name in ("agent_id", "num_segments", "cpc"):
+            number = number_from_arrow(
+                name,
+                fields[name],
+                CDR_SCHEMA.field(name).type,
+                read.sent_as_strings.get(name),
+                read.float_rows.get(name),
+                issues,
+            )
+            if number is None:
+                return None
+            columns[name] = number
         columns["duration"] = seconds_array("duration", fields["duration"], issues)
         columns["sla"] = sla_from_strings(fields["sla"], issues)
-        return self._finish(columns, issues, len(records))
+        for name, unknown in read.unknown.items():
+            for row, value in enumerate(unknown.to_pylist()):
+                if value is not None:
+                    issues.extra.setdefault(row, {})[name] = value
+        return self._finish(columns, issues, read.length)
 
     def _finish(self, columns: dict[str, pa.Array], issues: PageIssues, length: int) -> pa.RecordBatch:
         columns["extra_fields"] = json_column(issues.extra, length)
@@ -181,18 +204,18 @@ class RecordConverter:
                     )
                 self.unknown_fields[name] += 1
         for row in sorted(issues.raw):
-            for field in issues.raw[row]:
-                seen = self.uncoercible_by_field[field]
+            for name in issues.raw[row]:
+                seen = self.uncoercible_by_field[name]
                 if seen < _LOG_LIMIT_PER_FIELD:
                     log.warning(
                         "CDR field %r of record uuid=%s could not be coerced; column set to null, "
                         "original kept in raw_values",
-                        field,
+                        name,
                         issues.uuids[row].as_py(),
                     )
                 elif seen == _LOG_LIMIT_PER_FIELD:
-                    log.warning("Further uncoercible values of CDR field %r are counted, not logged", field)
-                self.uncoercible_by_field[field] += 1
+                    log.warning("Further uncoercible values of CDR field %r are counted, not logged", name)
+                self.uncoercible_by_field[name] += 1
         self.uncoercible += sum(issues.uncoercible.values())
 
 
