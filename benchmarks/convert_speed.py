@@ -1,8 +1,10 @@
 """Records per second of the path API bytes -> Arrow batch -> committed Parquet day, on one core.
 
 Two ways from bytes to a batch are timed: the operator's (``arrow_page.read_page``: Arrow's
-JSON reader, for pages without drift, as these are) and the general one it falls back to
-(``orjson`` + ``RecordConverter.to_batch``).
+JSON reader, drift included where it can be made readable) and the general one it falls back
+to (``orjson`` + ``RecordConverter.to_batch``), on regular pages and on drifted ones: 5 % of
+the records drifted as the stand-in drifts them (numbers as strings, floats for integers, an
+unknown ``recording_url``, a missing field, ``"n/a"`` for a duration).
 
 Run: ``.venv/bin/python benchmarks/convert_speed.py [--records N] [--per-page N]``.
 The pages are synthetic but shaped like the API's sample response: about 60 % calls,
@@ -26,8 +28,10 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_cdr.convert.arrow_page import read_page
+from airflow_provider_cdr.convert.arrow_page import ReadHints, read_page
+from airflow_provider_cdr.convert.formats import CDRBatches
 from airflow_provider_cdr.convert.records import RecordConverter
+from airflow_provider_cdr.fake_api.dataset import drift_records
 from airflow_provider_cdr.landing.writer import DayPartitionWriter
 
 
@@ -90,21 +94,37 @@ def measure(records: int, per_page: int, repeat: int) -> dict[str, tuple[float, 
     """Label -> (records/s of wall time, records/s of CPU time), best of `repeat`, on one core."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    rng = random.Random(7)
-    pages = [
-        orjson.dumps({"records": [synthetic_record(n, rng) for n in range(start, start + per_page)]})
-        for start in range(0, records, per_page)
-    ]
+    pages = _pages(records, per_page, drift=0.0)
+    drifted = _pages(records, per_page, drift=DRIFT)
     RecordConverter().to_batch(orjson.loads(pages[0])["records"])  # warm-up, see docstring
     timings = {
-        "bytes -> batches, general path": [_timed(lambda: _convert(pages)) for _ in range(repeat)],
-        "bytes -> batches, Arrow path": [_timed(lambda: _read(pages)) for _ in range(repeat)],
-        "bytes -> committed Parquet day": [_timed(lambda: _convert_and_write(pages)) for _ in range(repeat)],
+        "regular: bytes -> batches, general path": [_timed(lambda: _convert(pages)) for _ in range(repeat)],
+        "regular: bytes -> batches, Arrow path": [_timed(lambda: _read(pages)) for _ in range(repeat)],
+        "regular: bytes -> committed Parquet day": [
+            _timed(lambda: _convert_and_write(pages)) for _ in range(repeat)
+        ],
+        "drifted: bytes -> batches, general path": [_timed(lambda: _convert(drifted)) for _ in range(repeat)],
+        "drifted: bytes -> batches, Arrow path": [_timed(lambda: _read(drifted)) for _ in range(repeat)],
+        "drifted: bytes -> committed Parquet day": [
+            _timed(lambda: _convert_and_write(drifted)) for _ in range(repeat)
+        ],
     }
     return {
         label: (records / min(run[0] for run in runs), records / min(run[1] for run in runs))
         for label, runs in timings.items()
     }
+
+
+DRIFT = 0.05
+
+
+def _pages(records: int, per_page: int, drift: float) -> list[bytes]:
+    rng = random.Random(7)
+    pages = []
+    for start in range(0, records, per_page):
+        page = [synthetic_record(n, rng) for n in range(start, start + per_page)]
+        pages.append(orjson.dumps({"records": drift_records(page, drift, seed=start) if drift else page}))
+    return pages
 
 
 def _timed(work: Callable[[], object]) -> tuple[float, float]:
@@ -121,19 +141,18 @@ def _convert(pages: list[bytes]) -> None:
 
 
 def _read(pages: list[bytes]) -> None:
-    converter = RecordConverter()
+    converter, hints = RecordConverter(), ReadHints()
     for page in pages:
-        if read_page(page, converter) is None:
+        if read_page(page, converter, hints) is None:
             raise SystemExit("a synthetic page left the Arrow path: the benchmark would time the wrong thing")
 
 
 def _convert_and_write(pages: list[bytes]) -> None:
-    """What the operator does with each page: the Arrow path, the general one when a page needs it."""
-    converter = RecordConverter()
+    """What the operator does with each page (its page format), then the commit."""
+    batches = CDRBatches()
     with tempfile.TemporaryDirectory() as base, DayPartitionWriter(base, date(2024, 7, 31)) as writer:
         for body in pages:
-            page = read_page(body, converter)
-            writer.write_batch(page.payload if page else converter.to_batch(orjson.loads(body)["records"]))
+            writer.write_batch(batches.read(body).payload)
         writer.commit(manifest={"benchmark": True})
 
 

@@ -55,7 +55,14 @@ def baseline(day: str, out: Path) -> int:
         if not token:
             break
         page = 1
-    pd.DataFrame(records).to_parquet(out / f"date={day}.parquet")
+    frame = pd.DataFrame(records)
+    # Drifted columns (ints and strings in one object column) cannot be written as they are.
+    mixed = [
+        name
+        for name in frame.columns
+        if frame[name].dtype == object and frame[name].dropna().map(type).nunique() > 1
+    ]
+    frame.astype({name: "string" for name in mixed}).to_parquet(out / f"date={day}.parquet")
     return len(records)
 
 
@@ -80,17 +87,18 @@ def ceiling(day: str, out: Path) -> int:
     key = os.environ["CDR_BENCH_KEY"]
     session = hook.get_conn()
     url = hook.base_url + RECORDS_PATH
+    per_page = int(os.environ.get("CDR_BENCH_CEILING_PER_PAGE", settings.per_page))
 
     def download(bounds: dict[str, str]) -> int:
         count, page, token = 0, 1, None
         while True:
-            params = {**bounds, "key": key, "page": str(page), "per_page": str(settings.per_page)}
+            params = {**bounds, "key": key, "page": str(page), "per_page": str(per_page)}
             if token:
                 params["search_token"] = token
             body = session.get(url, params=params, timeout=120).content
             received = body.count(b'"uuid":')
             count += received
-            if received == settings.per_page and page * settings.per_page < 10_000:
+            if received == per_page and page * per_page < 10_000:
                 page += 1
                 continue
             found = _TOKEN.search(body[-400:])

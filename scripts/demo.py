@@ -43,6 +43,7 @@ TIMEZONE = "America/Sao_Paulo"
 FIRST_DAY = date(2024, 6, 3)  # a Monday
 DAYS = 7
 RECORDS_PER_DAY = 5000
+TYPE_DRIFT = 0.05  # numbers as strings, floats for integers, unknown and missing fields
 
 # Progress lines go here; Airflow's own output is redirected to the log file meanwhile.
 _terminal = sys.stdout
@@ -132,9 +133,16 @@ def demo(days: list[date]) -> None:
     # Frozen at 06:00 local the morning after the week: every day of it has ended and is in.
     midnight = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), ZoneInfo(TIMEZONE))
     stand_in = StandIn(
-        seed=7, records_per_day=RECORDS_PER_DAY, timezone=TIMEZONE, now=midnight + timedelta(hours=6)
+        seed=7,
+        records_per_day=RECORDS_PER_DAY,
+        timezone=TIMEZONE,
+        now=midnight + timedelta(hours=6),
+        type_drift=TYPE_DRIFT,
     )
-    say(f"Starting the CDR stand-in (seed 7, {RECORDS_PER_DAY} records/day, {TIMEZONE}) ...")
+    say(
+        f"Starting the CDR stand-in (seed 7, {RECORDS_PER_DAY} records/day, {TIMEZONE}, "
+        f"{TYPE_DRIFT:.0%} of records drifting as real APIs drift) ..."
+    )
     with stand_in:
         say(f"  listening on {stand_in.url}, clock frozen at {stand_in.now.isoformat()}")
         os.environ.update(airflow_environment(stand_in.url, stand_in.api_key))

@@ -760,6 +760,14 @@ def _timestamps(instants: np.ndarray, tz: ZoneInfo, start_ms: int, end_ms: int) 
     return [stamp + suffix[off] for stamp, off in zip(local, offsets.tolist(), strict=True)]
 
 
+def drift_records(records: list[dict[str, Any]], share: float, seed: int = 7) -> list[dict[str, Any]]:
+    """Drift a `share` of `records` in place, as the stand-in drifts its days (for benchmarks)."""
+    plan = _drift_plan(np.random.default_rng(seed), len(records), share)
+    for row, drift in plan.items():
+        _apply_drift(records[row], drift)
+    return records
+
+
 def _drift_plan(rng: np.random.Generator, n: int, share: float) -> dict[int, str]:
     """Which records drift and how: what a real API's JSON does over time."""
     chosen = np.flatnonzero(rng.random(n) < share)
