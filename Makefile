@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e '.[dev]'
+	$(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e . --group dev
 	touch $(STAMP)
 
 demo: venv

@@ -286,7 +286,7 @@ def test_lookups_dag_writes_the_six_dimension_tables(out: Path, cdr_conn: Any) -
 def test_daily_and_lookups_dags_land_in_object_storage(
     out: Path, cdr_conn: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # s3:// paths go through the amazon provider's filesystem (the [s3] and [dev] extras).
+    # s3:// paths go through the amazon provider's filesystem (the s3 extra and the dev group).
     import s3fs
 
     create_bucket(s3_endpoint, "cdr-lake")
