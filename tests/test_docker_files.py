@@ -92,17 +92,36 @@ def test_every_build_context_dockerfile_and_mount_exists(compose: dict[str, Any]
     assert named <= set(compose["volumes"])
 
 
+def dockerfile_sources(dockerfile: str) -> list[str]:
+    """Every source of the COPY lines: not the flags, not the destination."""
+    return [
+        word
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY")
+        for word in line.split()[1:-1]
+        if not word.startswith("--")
+    ]
+
+
 def test_dockerfile_builds_on_the_official_airflow_3_image_and_copies_existing_files() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     version = re.search(r"^ARG AIRFLOW_VERSION=(\S+)$", dockerfile, re.MULTILINE)
     assert version and version.group(1).startswith("3.")
     assert re.search(r"^FROM apache/airflow:\$\{AIRFLOW_VERSION\}", dockerfile, re.MULTILINE)
-    sources = [line.split()[-2] for line in dockerfile.splitlines() if line.startswith("COPY")]
+    sources = dockerfile_sources(dockerfile)
     assert sources
     allowed = (DOCKER / "Dockerfile.dockerignore").read_text().split()
     for source in sources:
         assert (ROOT / source).exists(), source
         assert f"!{source}" in allowed, f"{source} is excluded from the build context"
+
+
+def test_dockerfile_copies_every_file_the_package_build_reads() -> None:
+    """`pip install /opt/cdr-provider` reads the readme and the license files pyproject.toml names."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = {"pyproject.toml", "airflow_provider_cdr", project["readme"], *project["license-files"]}
+    assert needed <= set(dockerfile_sources((DOCKER / "Dockerfile").read_text()))
 
 
 def test_stand_in_service_arguments_are_accepted(
