@@ -16,7 +16,7 @@ from airflow_provider_cdr.api.errors import (
     CDRAPIError,
     CDRConfigError,
     CDRError,
-    CDRRetriesExhausted,
+    CDRRetriesExhaustedError,
     CDRTLSError,
 )
 
@@ -55,7 +55,7 @@ def failure_message(error: BaseException, base_url: str | None, timeout: float) 
         return f"The connection's settings cannot work: {error}"
     if isinstance(error, CDRTLSError):
         return f"TLS: {error}"
-    if isinstance(error, CDRRetriesExhausted):
+    if isinstance(error, CDRRetriesExhaustedError):
         return _no_usable_answer(error, where, one_try)
     if isinstance(error, CDRAPIError) and error.status is not None:
         return _refused(error, error.status, where, base_url)
@@ -64,7 +64,7 @@ def failure_message(error: BaseException, base_url: str | None, timeout: float) 
     return f"{type(error).__name__}: {error}"
 
 
-def _no_usable_answer(error: CDRRetriesExhausted, where: str, one_try: str) -> str:
+def _no_usable_answer(error: CDRRetriesExhaustedError, where: str, one_try: str) -> str:
     status = error.last_status
     if error.unreachable:
         return (

@@ -66,7 +66,7 @@ class CDRAPIError(CDRError):
         """The API's own words (its answer's body, scrubbed and cut short) for a final HTTP error."""
 
 
-class CDRRetriesExhausted(CDRAPIError):
+class CDRRetriesExhaustedError(CDRAPIError):
     """A request that kept failing in ways worth a retry (429, 5xx, no answer) until its budget ran out.
 
     Carries what went wrong the last time, for a caller that explains it (the UI's connection test).

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from airflow_provider_cdr.api.errors import CDRRetriesExhausted, api_error, redact, redirect_error
+from airflow_provider_cdr.api.errors import CDRRetriesExhaustedError, api_error, redact, redirect_error
 from airflow_provider_cdr.api.page import UnreadablePage
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class RetryBudget:
         self.attempts += 1
         delay = self.policy.delay(self.attempts, failed.retry_after)
         if self.attempts > self.policy.max_retries or self.waited + delay > self.policy.max_total_wait:
-            raise CDRRetriesExhausted(
+            raise CDRRetriesExhaustedError(
                 f"GET {self.path} failed after {self.attempts} attempts ({self.waited:.0f}s waited); "
                 f"last: {problem}",
                 path=self.path,
