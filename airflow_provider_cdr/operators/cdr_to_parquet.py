@@ -64,6 +64,11 @@ class CDRToParquetOperator(BaseOperator):
         seconds; default 0). A day is landed only once it has ended and settled.
     :param allow_partial: land a day that has not ended (and settled) yet; its manifest then says
         ``"complete": false``, so the example backfill DAG does not count it as landed.
+    :param max_out_of_day_share: the share of records the API returns for the day that may lie
+        outside it before the task fails for a wrong time zone (default 1 %).
+    :param check_offsets: fail when records carry a UTC offset the time zone does not have at their
+        instant (default); turn off only for an API that stamps records in another zone than the
+        account's.
 
     **Assets.** When ``output_path`` is known when the DAG is parsed (a plain str or an
     ``ObjectStoragePath``), the task's outlet is ``Asset(asset_uri(output_path))`` (``file:///abs/path``
@@ -72,11 +77,6 @@ class CDRToParquetOperator(BaseOperator):
     only known at run time, so no Asset can be declared for it: pass ``outlets=[Asset("<uri>")]``
     yourself, or ``outlets=[AssetAlias("<name>")]`` to have each run attach the Asset of the path it
     landed in; without either, the task logs a warning naming the URI to declare.
-    :param max_out_of_day_share: the share of records the API returns for the day that may lie
-        outside it before the task fails for a wrong time zone (default 1 %).
-    :param check_offsets: fail when records carry a UTC offset the time zone does not have at their
-        instant (default); turn off only for an API that stamps records in another zone than the
-        account's.
     """
 
     template_fields: Sequence[str] = (
