@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
@@ -95,6 +96,17 @@ def open_partition(location: str, conn_id: str | None = None) -> ObjectStoragePa
     if is_local(location):
         location = "file://" + local_path(location)
     return ObjectStoragePath(location, conn_id=conn_id)
+
+
+def read_landed_day(records_path: str, day: date, columns: list[str], conn_id: str | None = None) -> pa.Table:
+    """The `columns` of a committed day, from the files its manifest lists (what a manifest-aware
+    reader reads; on object storage, files beside them may belong to a rewrite in progress)."""
+    folder = open_partition(f"{records_path}/date={day.isoformat()}", conn_id)
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        raise FileNotFoundError(f"{folder} has no {MANIFEST}: {day} has not been landed")
+    listed = [str((folder / entry["name"]).path) for entry in json.loads(manifest.read_text())["files"]]
+    return pq.read_table(listed, filesystem=folder.fs, columns=columns)
 
 
 def inspect_partition(landed: dict[str, Any], timezone: str, conn_id: str | None = None) -> PartitionCheck:

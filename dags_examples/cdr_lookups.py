@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 import cdr_settings
 import pyarrow as pa
-import pyarrow.parquet as pq
-from airflow.sdk import DAG, ObjectStoragePath, task
+from airflow.sdk import DAG, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+from cdr_tables import write_table
 
 from airflow_provider_cdr.api.endpoints import LOOKUP_PATHS
 from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.hooks.cdr import CDRHook
-from airflow_provider_cdr.landing.location import is_local, local_path
 from airflow_provider_cdr.tasks.arguments import day_from_context
 
 LOOKUPS = tuple(LOOKUP_PATHS)  # agents, queues, teams, wrapup_codes, campaigns, deleted_agents
@@ -66,26 +63,6 @@ def to_table(name: str, items: list[dict[str, Any]], fetched_at: datetime) -> pa
         "fetched_at": [fetched_at] * len(items),
     }
     return pa.table(columns, schema=schema)
-
-
-def write_table(table: pa.Table, target: str, conn_id: str | None) -> str:
-    """Write next to the target, then rename over it: a reader sees the old file or the new one."""
-    if is_local(target):
-        path = local_path(target)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            pq.write_table(table, temporary, compression="zstd")
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        return path
-    # Object stores have no rename; a single PUT is already all-or-nothing.
-    remote = ObjectStoragePath(target, conn_id=conn_id)
-    with remote.open("wb") as out:
-        pq.write_table(table, out, compression="zstd")
-    return str(remote)
 
 
 with DAG(

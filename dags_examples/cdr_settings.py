@@ -7,11 +7,15 @@ deployment (MinIO, CeleryExecutor) and production; only these variables change:
 ``CDR_TIMEZONE``           the contact centre's IANA time zone; each daily run covers one
                            calendar day in it (default ``America/Sao_Paulo``). Keep it equal to
                            the connection's ``timezone`` extra.
-``CDR_START_DATE``         first day the daily DAG lands (``YYYY-MM-DD``), or ``-N`` for "N days
-                           before today" (default ``-7``). ``catchup`` fills every day since.
+``CDR_START_DATE``         first day the daily DAG lands, ``YYYY-MM-DD`` (default ``2024-01-01``).
+                           ``catchup`` fills every day since. Fixed, as Airflow advises for a
+                           ``start_date``; ``-N`` ("N days before the day the file is parsed")
+                           is kept for throwaway stacks such as docker/ (``-3``), where it moves
+                           with the clock: never use it for a deployment that lasts.
 ``CDR_OUTPUT_PATH``        root of the data: local directory or ``s3://bucket/prefix``. Records
                            go to ``{root}/cdr/date=YYYY-MM-DD/``, lookups to
-                           ``{root}/dimensions/<name>/date=YYYY-MM-DD/`` (default
+                           ``{root}/dimensions/<name>/date=YYYY-MM-DD/``, agent summaries to
+                           ``{root}/cdr_agent_summary/date=YYYY-MM-DD/`` (default
                            ``$AIRFLOW_HOME/cdr-data``).
 ``CDR_OUTPUT_CONN_ID``     connection for object storage, e.g. ``aws_cdr`` (default: none).
 ``CDR_CONN_ID``            connection of type ``cdr`` (default ``cdr_default``).
@@ -45,6 +49,7 @@ from zoneinfo import ZoneInfo
 from airflow_provider_cdr.api.query import time_zone
 
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
+DEFAULT_START_DATE = "2024-01-01"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ class CDRDagSettings:
         return f"{self.output_root.rstrip('/')}/dimensions"
 
     @property
+    def summaries_path(self) -> str:
+        """Where `cdr_agent_summary` writes, beside the records: ``{root}/cdr_agent_summary``."""
+        return f"{self.output_root.rstrip('/')}/cdr_agent_summary"
+
+    @property
     def default_args(self) -> dict[str, object]:
         """Retries with exponential backoff: a broken API or store gets time to recover."""
         return {
@@ -92,7 +102,8 @@ def _env(name: str, default: str) -> str:
 
 
 def _start_date(text: str, tz: ZoneInfo) -> datetime:
-    """Midnight of the first day, account-local: `YYYY-MM-DD`, or `-N` days before today."""
+    """Midnight of the first day, account-local: `YYYY-MM-DD`, or `-N` days before today (moving:
+    only for throwaway stacks; a DAG whose start moves each day is one Airflow advises against)."""
     if text.startswith("-") and text[1:].isdigit():
         day = datetime.now(tz).date() - timedelta(days=int(text[1:]))
     else:
@@ -107,7 +118,7 @@ def load() -> CDRDagSettings:
     airflow_home = _env("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
     return CDRDagSettings(
         timezone=timezone,
-        start_date=_start_date(_env("CDR_START_DATE", "-7"), tz),
+        start_date=_start_date(_env("CDR_START_DATE", DEFAULT_START_DATE), tz),
         output_root=_env("CDR_OUTPUT_PATH", os.path.join(airflow_home, "cdr-data")),
         output_conn_id=os.environ.get("CDR_OUTPUT_CONN_ID") or None,
         cdr_conn_id=_env("CDR_CONN_ID", "cdr_default"),

@@ -7,8 +7,10 @@ What it does, all under `.demo/` (recreated each time) and with nothing left run
 2. creates a throwaway Airflow home on SQLite (`airflow db migrate`) whose DAGs folder is
    `dags_examples/`, and gives it the `cdr_default` connection as AIRFLOW_CONN_CDR_DEFAULT;
 3. runs `cdr_daily` (sensor -> land -> check) once per day with `dag.test()`: the scheduler's
-   dependency loop and Airflow's task runner, in one child process;
-4. prints each day as DuckDB reads it from the Parquet files, next to the stand-in's truth.
+   dependency loop and Airflow's task runner, in one child process; then `cdr_agent_summary` once
+   for the week's days (by hand: `dag.test()` has no scheduler to trigger it on the Asset events);
+4. prints each day as DuckDB reads it from the Parquet files, next to the stand-in's truth, and
+   one line of the agent summary.
 
 Airflow runs in a child process because its in-process task runner handles SIGINT itself: the
 parent stays interruptible, and on Ctrl-C or any error it stops the child and the stand-in.
@@ -39,6 +41,7 @@ DAGS = ROOT / "dags_examples"
 LOG = DEMO / "airflow.log"
 LANDED = DEMO / "landed.json"
 DAG_ID = "cdr_daily"
+SUMMARY_DAG_ID = "cdr_agent_summary"
 TIMEZONE = "America/Sao_Paulo"
 FIRST_DAY = date(2024, 6, 3)  # a Monday
 DAYS = 7
@@ -125,6 +128,22 @@ def say_table(rows: list[tuple[Any, ...]], stand_in: Any, days: list[date]) -> N
         say(f"expected {len(days)} days, DuckDB found {len(rows)}")
 
 
+def say_summary(data: Path, day: date) -> None:
+    """One line of the agent summary: the day's busiest agent, as `cdr_agent_summary` wrote it."""
+    import duckdb
+
+    path = data / SUMMARY_DAG_ID / f"date={day.isoformat()}" / "summary.parquet"
+    [(agents, agent, calls, answered_share, seconds)] = duckdb.sql(
+        f"SELECT count(*) OVER (), agent, calls, answered_share, total_duration_s "
+        f"FROM read_parquet('{path}') ORDER BY calls DESC, agent_id LIMIT 1"
+    ).fetchall()
+    say(
+        f"Agent summary {day} ({agents} agents): busiest {agent}: {calls} calls, "
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m talk, {answered_share:.0%} answered"
+    )
+    say(f"  all agents, all days: {data / SUMMARY_DAG_ID}/date=YYYY-MM-DD/summary.parquet")
+
+
 def demo(days: list[date]) -> None:
     from airflow_provider_cdr.fake_api.server import StandIn
 
@@ -155,6 +174,8 @@ def demo(days: list[date]) -> None:
         run_child([sys.executable, __file__, "--run-days", *(day.isoformat() for day in days)])
         say("")
         say_table(read_back(DEMO / "data"), stand_in, days)
+        say("")
+        say_summary(DEMO / "data", days[-1])
     say(f"\nFiles: {DEMO / 'data' / 'cdr'}/date=YYYY-MM-DD/part-*.parquet (+ _manifest.json)")
     query = (
         f"SELECT date, type, count(*) AS n FROM read_parquet('{DEMO / 'data' / 'cdr'}/*/*.parquet', "
@@ -189,8 +210,15 @@ def output_to(log: Path) -> Iterator[None]:
         _terminal = sys.stdout
 
 
+def say_tasks(label: str, run: Any) -> None:
+    for ti in sorted(run.get_task_instances(), key=lambda ti: ti.start_date or run.start_date):
+        duration = f"{ti.duration:5.1f}s" if ti.duration is not None else "    -"
+        say(f"  {label}  {ti.task_id:<13} {ti.state!s:<8} {duration}")
+
+
 def run_days(days: list[date]) -> list[dict[str, Any]]:
-    """One `dag.test()` per day; a line per task as each day finishes. Returns the landing XComs."""
+    """One `dag.test()` per day, then the agent summary of them all; a line per task as each run
+    finishes. Returns the landing XComs."""
     from airflow.dag_processing.dagbag import BundleDagBag
 
     # As the dag processor and the workers parse it: the bundle's root is on sys.path.
@@ -205,13 +233,18 @@ def run_days(days: list[date]) -> list[dict[str, Any]]:
         logical_date = datetime(day.year, day.month, day.day, tzinfo=tz) + timedelta(days=1)
         started = time.monotonic()
         run = dag.test(logical_date=logical_date)
-        for ti in sorted(run.get_task_instances(), key=lambda ti: ti.start_date or run.start_date):
-            duration = f"{ti.duration:5.1f}s" if ti.duration is not None else "    -"
-            say(f"  {day}  {ti.task_id:<13} {ti.state!s:<8} {duration}")
+        say_tasks(str(day), run)
         if run.state != "success":
             raise RuntimeError(f"{DAG_ID} failed for {day}; see {LOG}")
         say(f"{day}  done in {time.monotonic() - started:.1f}s")
         landed.append(_xcom(run, "land_day"))
+    # The scheduler would run it on each landing's Asset event; dag.test() runs it by hand.
+    started = time.monotonic()
+    run = bag.dags[SUMMARY_DAG_ID].test(run_conf={"days": [day.isoformat() for day in days]})
+    say_tasks(f"{'summary':<10}", run)
+    if run.state != "success":
+        raise RuntimeError(f"{SUMMARY_DAG_ID} failed; see {LOG}")
+    say(f"{SUMMARY_DAG_ID} for {len(days)} days done in {time.monotonic() - started:.1f}s")
     return landed
 
 

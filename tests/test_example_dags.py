@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,8 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 from airflow.dag_processing.dagbag import BundleDagBag
+from airflow.sdk import Asset
+from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -18,7 +21,7 @@ from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 
 DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
-EXAMPLE_DAG_IDS = {"cdr_daily", "cdr_backfill_range", "cdr_lookups"}
+EXAMPLE_DAG_IDS = {"cdr_daily", "cdr_backfill_range", "cdr_lookups", "cdr_agent_summary"}
 SETTINGS_VARIABLES = (
     "CDR_TIMEZONE",
     "CDR_START_DATE",
@@ -122,6 +125,12 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     assert land.max_active_tis_per_dag == 5 and land.pool == "cdr_api"
 
 
+def test_the_default_start_date_is_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow advises a static start_date: the default does not move with the clock."""
+    daily = parse(monkeypatch).dags["cdr_daily"]
+    assert daily.start_date == datetime(2024, 1, 1, tzinfo=ZoneInfo("America/Sao_Paulo"))
+
+
 def test_sensor_waits_as_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """Grace period and poke interval are settings: the deployment tests wait seconds, not minutes."""
     bag = parse(monkeypatch, CDR_GRACE_HOURS="72", CDR_POKE_INTERVAL_S="3", CDR_SETTLE_MINUTES="0")
@@ -205,3 +214,68 @@ def test_lookup_tables_have_declared_types(bag: BundleDagBag) -> None:
     assert codes.column("extra_fields").to_pylist() == [None]
     empty = to_table("teams", [], fetched)
     assert empty.num_rows == 0 and empty.schema == agents.schema
+
+
+def test_agent_summary_is_scheduled_on_the_asset_the_daily_landing_emits(
+    bag: BundleDagBag, tmp_path: Path
+) -> None:
+    summary = bag.dags["cdr_agent_summary"]
+    assert isinstance(summary.timetable, AssetTriggeredTimetable)
+    records = Asset(f"file://{tmp_path}/cdr")
+    assert bag.dags["cdr_daily"].get_task("land_day").outlets == [records]
+    assert summary.timetable.asset_condition == records
+    assert summary.catchup is False and summary.max_active_runs == 1
+    assert list(summary.task_dict) == ["summarise"]
+    assert summary.params["days"] == []  # a manual run names its days
+
+
+def test_agent_summary_follows_an_object_storage_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = parse(monkeypatch, CDR_OUTPUT_PATH="s3://bucket/prefix", CDR_OUTPUT_CONN_ID="aws_cdr")
+    assert bag.import_errors == {}
+    records = Asset("s3://bucket/prefix/cdr")
+    assert bag.dags["cdr_daily"].get_task("land_day").outlets == [records]
+    assert bag.dags["cdr_agent_summary"].timetable.asset_condition == records
+
+
+def module_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_duckdb_is_imported_only_inside_the_task_that_needs_it() -> None:
+    """duckdb is not a dependency of the provider: the DAG files must parse without it."""
+    for path in DAGS.glob("*.py"):
+        assert "duckdb" not in module_level_imports(path), path.name
+    assert "import duckdb" in (DAGS / "cdr_agent_summary.py").read_text()
+
+
+def test_no_example_prints() -> None:
+    """Task output goes through logging (Airflow's task log), never print()."""
+    for path in DAGS.glob("*.py"):
+        calls = [
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+        ]
+        assert calls == [], f"{path.name}: print() on lines {calls}"
+
+
+def test_days_to_summarise_come_from_the_events_and_the_days_asked(bag: BundleDagBag) -> None:
+    from types import SimpleNamespace
+
+    days_to_summarise = dag_module(bag, "cdr_agent_summary").days_to_summarise
+    events = {
+        Asset("file:///data/cdr"): [
+            SimpleNamespace(extra={"day": "2024-03-06", "rows": 10}),
+            SimpleNamespace(extra={"day": "2024-03-05", "rows": 12}),  # a re-landed day
+            SimpleNamespace(extra={}),
+        ]
+    }
+    assert days_to_summarise(events, ["2024-03-05"]) == [date(2024, 3, 5), date(2024, 3, 6)]
+    assert days_to_summarise(None, []) == []

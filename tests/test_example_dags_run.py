@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -317,3 +318,116 @@ def test_daily_and_lookups_dags_land_in_object_storage(
             f"cdr-lake/warehouse/dimensions/{name}/date={day}/{name}.parquet", filesystem=bucket
         )
         assert table.num_rows == len(cdr_conn.dataset.lookups()[name])
+
+
+# -- the agent summary, scheduled on the landing's Asset -------------------------------------------
+
+CALLS = {"inbound", "outbound", "dialer", "click_to_call", "queue_callback", "scheduled_callback"}
+
+
+def expected_summary(records: Path, day: str) -> dict[int, dict[str, Any]]:
+    """Per agent, from the landed files with pyarrow alone: voice records with an agent."""
+    import pyarrow.compute as pc
+
+    partition = records / f"date={day}"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    table = pq.read_table(
+        [str(partition / entry["name"]) for entry in manifest["files"]],
+        columns=["agent_id", "type", "disposition", "duration"],
+    )
+    kind = pc.replace_substring(pc.utf8_lower(table.column("type")), "-", "_")
+    table = table.filter(
+        pc.and_(pc.is_in(kind, pa.array(sorted(CALLS))), pc.is_valid(table.column("agent_id")))
+    )
+    answered = pc.fill_null(pc.equal(table.column("disposition"), "answered"), False).cast(pa.int64())
+    grouped = (
+        table.append_column("is_answered", answered)
+        .group_by("agent_id")
+        .aggregate([("agent_id", "count"), ("is_answered", "sum"), ("duration", "sum")])
+    )
+    return {
+        row["agent_id"]: {
+            "calls": row["agent_id_count"],
+            "answered": row["is_answered_sum"],
+            "total_duration_s": row["duration_sum"] or 0,
+        }
+        for row in grouped.to_pylist()
+    }
+
+
+def summary_rows(out: Path, day: str) -> dict[int, dict[str, Any]]:
+    table = pq.read_table(out / "cdr_agent_summary" / f"date={day}" / "summary.parquet")
+    assert table.column_names == [
+        "agent_id",
+        "agent",
+        "calls",
+        "answered",
+        "answered_share",
+        "total_duration_s",
+    ]
+    return {row.pop("agent_id"): row for row in table.to_pylist()}
+
+
+def check_summary(out: Path, day: str, truth: set[str]) -> None:
+    """The summary file equals the one computed from the landed Parquet, itself equal to the stand-in's."""
+    assert set(landed_uuids(out / "cdr", day)) == truth
+    expected = expected_summary(out / "cdr", day)
+    got = summary_rows(out, day)
+    assert len(got) > 10 and set(got) == set(expected)
+    for agent_id, row in got.items():
+        assert {key: row[key] for key in ("calls", "answered", "total_duration_s")} == expected[agent_id]
+        assert row["answered_share"] == pytest.approx(row["answered"] / row["calls"])
+        assert row["agent"]
+    assert 0 < sum(r["answered"] for r in got.values()) < sum(r["calls"] for r in got.values())
+
+
+def test_agent_summary_runs_for_the_day_the_landing_announced(
+    out: Path, cdr_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cdr_daily lands a day and emits its Asset event; the summary run that event triggers (linked
+    to the run as the scheduler links the events a run consumes) summarises exactly that day."""
+    from airflow.models import dagrun
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
+    day = "2024-03-14"
+    run = load_dag("cdr_daily").test(logical_date=midnight_after(day))
+    assert run.state == "success", states(run)
+
+    create_run = dagrun.get_or_create_dagrun
+
+    def consuming_the_event(**kwargs: Any) -> Any:
+        new_run = create_run(**kwargs)
+        session = kwargs["session"]
+        [event] = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == f"file://{out}/cdr", AssetEvent.source_run_id == run.run_id)
+        ).all()
+        new_run.consumed_asset_events.append(event)
+        session.commit()
+        return new_run
+
+    monkeypatch.setattr(dagrun, "get_or_create_dagrun", consuming_the_event)
+    summary = load_dag("cdr_agent_summary").test()
+    assert summary.state == "success", states(summary)
+    [written] = xcoms(summary, "summarise")
+    assert [item["day"] for item in written] == [day]
+    check_summary(out, day, cdr_conn.truth(start_date=day, end_date=day))
+    assert written[0]["calls"] == sum(row["calls"] for row in summary_rows(out, day).values())
+    assert not list((out / "cdr_agent_summary").rglob("*.tmp"))
+
+
+def test_agent_summary_by_hand_names_its_days_and_fails_on_a_day_not_landed(out: Path, cdr_conn: Any) -> None:
+    days = ["2024-03-15", "2024-03-16"]
+    for day in days:
+        assert load_dag("cdr_daily").test(logical_date=midnight_after(day)).state == "success"
+    summary = load_dag("cdr_agent_summary")
+    run = summary.test(run_conf={"days": days})
+    assert run.state == "success", states(run)
+    assert [item["day"] for item in xcoms(run, "summarise")[0]] == days
+    for day in days:
+        check_summary(out, day, cdr_conn.truth(start_date=day, end_date=day))
+    run = summary.test(run_conf={"days": ["2024-03-17"]})  # never landed
+    assert run.state == "failed"
+    assert not (out / "cdr_agent_summary" / "date=2024-03-17").exists()

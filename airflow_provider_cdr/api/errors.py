@@ -56,10 +56,44 @@ class CDRConfigError(CDRQueryError):
 class CDRAPIError(CDRError):
     """The API answered with an error, or never answered properly, after the allowed retries."""
 
-    def __init__(self, message: str, *, status: int | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, path: str | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.path = path
+        self.detail = detail
+        """The API's own words (its answer's body, scrubbed and cut short) for a final HTTP error."""
+
+
+class CDRRetriesExhaustedError(CDRAPIError):
+    """A request that kept failing in ways worth a retry (429, 5xx, no answer) until its budget ran out.
+
+    Carries what went wrong the last time, for a caller that explains it (the UI's connection test).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        attempts: int = 0,
+        last_problem: str | None = None,
+        last_status: int | None = None,
+        unreachable: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.attempts = attempts
+        self.last_problem = last_problem
+        """What went wrong the last time, as logged (no key)."""
+        self.last_status = last_status
+        """The HTTP status of the last answer (429, 5xx...), or None when none came."""
+        self.unreachable = unreachable
+        """Why no answer came, in plain words (refused, a name that does not resolve...), when known."""
+
+
+class CDRTLSError(CDRAPIError):
+    """The server's certificate did not verify: it will not on a retry either."""
 
 
 class CDRSearchTokenExpired(CDRAPIError):
@@ -79,9 +113,9 @@ def api_error(status: int, content: bytes, path: str, secret: str) -> CDRAPIErro
     body = redact(content[:500].decode("utf-8", "replace"), secret)
     if status == 422 and "search_token" in body and "expire" in body:
         return CDRSearchTokenExpired(
-            f"GET {path}: the search_token expired: {body}", status=status, path=path
+            f"GET {path}: the search_token expired: {body}", status=status, path=path, detail=body
         )
-    return CDRAPIError(f"GET {path} answered HTTP {status}: {body}", status=status, path=path)
+    return CDRAPIError(f"GET {path} answered HTTP {status}: {body}", status=status, path=path, detail=body)
 
 
 def redirect_error(status: int, location: str | None, path: str) -> CDRAPIError:
@@ -96,9 +130,9 @@ def redirect_error(status: int, location: str | None, path: str) -> CDRAPIError:
     )
 
 
-def tls_error(path: str, base_url: str, detail: str) -> CDRAPIError:
+def tls_error(path: str, base_url: str, detail: str) -> CDRTLSError:
     """A certificate that does not verify: it will not verify on retry either, so the task fails at once."""
-    return CDRAPIError(
+    return CDRTLSError(
         f"GET {path}: TLS verification of {base_url} failed (no retry): {detail[:300]}. "
         "For a private CA, give its bundle's path in the connection extra `verify`."
     )

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from airflow_provider_cdr.api.errors import CDRAPIError, api_error, redact, redirect_error
+from airflow_provider_cdr.api.errors import CDRRetriesExhaustedError, api_error, redact, redirect_error
 from airflow_provider_cdr.api.page import UnreadablePage
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class Answer:
     body: Any = None
     problem: str | None = None
     retry_after: float | None = None
+    status: int | None = None
+    """The HTTP status of an answer worth a retry (429, 5xx...); None for a body or no answer at all."""
+    unreachable: str | None = None
+    """Why no answer came, in plain words (refused, a name that does not resolve, a timeout), when known."""
 
     @property
     def throttled(self) -> bool:
@@ -93,7 +97,9 @@ def read_answer(
         except UnreadablePage as err:
             return Answer(problem=str(err))
     if status in RETRYABLE_STATUSES:
-        return Answer(problem=f"HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")))
+        return Answer(
+            problem=f"HTTP {status}", retry_after=parse_retry_after(headers.get("Retry-After")), status=status
+        )
     if 300 <= status < 400:
         raise redirect_error(status, headers.get("Location"), path)
     raise api_error(status, content, path, secret)
@@ -124,10 +130,14 @@ class RetryBudget:
         self.attempts += 1
         delay = self.policy.delay(self.attempts, failed.retry_after)
         if self.attempts > self.policy.max_retries or self.waited + delay > self.policy.max_total_wait:
-            raise CDRAPIError(
+            raise CDRRetriesExhaustedError(
                 f"GET {self.path} failed after {self.attempts} attempts ({self.waited:.0f}s waited); "
                 f"last: {problem}",
                 path=self.path,
+                attempts=self.attempts,
+                last_problem=problem,
+                last_status=failed.status,
+                unreachable=failed.unreachable,
             )
         self.waited += delay
         log.warning("GET %s: %s; retry %d in %.1fs", self.path, problem, self.attempts, delay)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -128,6 +128,20 @@ class CDRConnectionSettings:
     def retry_policy(self) -> RetryPolicy:
         """The one retry policy of every request to this connection."""
         return RetryPolicy(self.max_retries, max_total_wait=self.max_retry_wait)
+
+    def quick(self, seconds: float) -> CDRConnectionSettings:
+        """These terms for one quick look (the UI's Test button): no retry, and no wait beyond `seconds`.
+
+        A person is waiting for the answer: the full retry budget would keep them for minutes.
+        """
+        return replace(
+            self,
+            max_retries=0,
+            max_retry_wait=0.0,
+            connect_timeout=min(self.connect_timeout, seconds),
+            timeout=min(self.timeout, seconds),
+            request_deadline=min(self.request_deadline, seconds),
+        )
 
     def check_base_url(self, base_url: str) -> None:
         """Refuse plain http to anything but loopback unless explicitly allowed: the key is in the URL."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -147,3 +148,36 @@ class ZoneCheck:
 def _offset_text(minutes: int) -> str:
     sign = "-" if minutes < 0 else "+"
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def offset_hint(stamp: Any, timezone_name: str) -> str | None:
+    """From one record's ``timestamp``: a hint when its UTC offset is not the configured zone's then.
+
+    The API stamps records with the account's offset, so one record is enough to tell (the UI's
+    connection test gets one). None when the stamp fits, or carries no offset to compare.
+    """
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    sent = moment.utcoffset()
+    if sent is None:
+        return None
+    minutes = int(sent.total_seconds() // 60)
+    micros = int(moment.timestamp() * _MICROS)
+    try:
+        configured = _offset_minutes(zoneinfo.ZoneInfo(timezone_name), micros)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    if configured == minutes:
+        return None
+    fitting = zones_fitting([(micros, minutes)])
+    more = f" (and {len(fitting) - _SUGGESTIONS} more)" if len(fitting) > _SUGGESTIONS else ""
+    fits = f" Zones that fit: {', '.join(fitting[:_SUGGESTIONS])}{more}." if fitting else ""
+    return (
+        f"But a record is stamped {_offset_text(minutes)}, which the connection's `timezone` "
+        f"{timezone_name} is not at that instant ({_offset_text(configured)}): set it to the account's "
+        f"zone, or days will be cut at the wrong hours.{fits}"
+    )

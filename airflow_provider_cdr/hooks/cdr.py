@@ -7,7 +7,9 @@ slice) is :mod:`airflow_provider_cdr.api.cutoff`.
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -18,7 +20,8 @@ from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_cdr.api.availability import Probe
-from airflow_provider_cdr.api.cutoff import Cutoff
+from airflow_provider_cdr.api.cutoff import Attempt, Cutoff
+from airflow_provider_cdr.api.diagnosis import failure_message
 from airflow_provider_cdr.api.endpoints import LOOKUP_PATHS, RECORDS_PATH
 from airflow_provider_cdr.api.errors import (
     CDRAPIError,
@@ -36,6 +39,7 @@ from airflow_provider_cdr.api.query import CDRQuery, build_query
 from airflow_provider_cdr.api.ratelimit import RequestGate, shared_gate
 from airflow_provider_cdr.api.retry import Answer, RetryBudget, read_answer
 from airflow_provider_cdr.api.settings import CDRConnectionSettings, CDREndpoint, endpoint_from_connection
+from airflow_provider_cdr.days.zone_check import offset_hint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_LOOKUP_PAGES = 1000
+TEST_TIMEOUT_S = 10.0
+"""The longest the UI's connection test waits for a connection, and then for the answer."""
 _TRANSPORT_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -158,19 +164,22 @@ class CDRHook(HttpHook):
         stats: ExtractionStats,
         read: Callable[[bytes], T] = read_json,
         cutoff: Cutoff | None = None,
+        terms: CDRConnectionSettings | None = None,
     ) -> T:
         """GET `path` and `read` its body, retrying 429, 5xx, transport errors, deadlines and unreadable pages.
 
         Stops at once (CDRCancelled) when `cutoff` is cancelled. Errors never show the key.
+        `terms` replaces the connection's timeouts and retries (the UI's test: one quick try).
         """
         cutoff = cutoff or Cutoff()
-        budget = RetryBudget(self.settings.retry_policy(), path)
+        terms = terms or self.settings
+        budget = RetryBudget(terms.retry_policy(), path)
         while True:
             cutoff.check()
             gate.wait(cutoff.stop)
             cutoff.check()
             stats.add(requests=1)
-            answer = self._attempt(session, path, params, read, cutoff)
+            answer = self._attempt(session, path, params, read, cutoff, terms)
             if answer.problem is None:
                 return cast(T, answer.body)
             delay = budget.next_delay(answer)
@@ -186,6 +195,7 @@ class CDRHook(HttpHook):
         params: Mapping[str, str],
         read: Callable[[bytes], Any],
         cutoff: Cutoff,
+        terms: CDRConnectionSettings,
     ) -> Answer:
         """One GET within the request deadline: an answer, or the final error.
 
@@ -193,13 +203,13 @@ class CDRHook(HttpHook):
         holds the URL, key included) is not kept as their ``__context__``.
         """
         endpoint = self.endpoint
-        attempt = cutoff.attempt(endpoint.settings.request_deadline)
+        attempt = cutoff.attempt(terms.request_deadline)
         failure: CDRError
         try:
             response = session.get(
                 endpoint.url(path),
                 params=endpoint.query(params),
-                timeout=(endpoint.settings.connect_timeout, attempt.time_left(endpoint.settings.timeout)),
+                timeout=(terms.connect_timeout, attempt.time_left(terms.timeout)),
                 # Else requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override the connection's `verify`.
                 verify=endpoint.verify,
                 stream=True,
@@ -212,7 +222,10 @@ class CDRHook(HttpHook):
             failure = tls_error(path, endpoint.base_url, endpoint.redact(str(err)))
         except _TRANSPORT_ERRORS as err:
             if not cutoff.cancelled:
-                return Answer(problem=attempt.problem(err, endpoint.api_key))
+                return Answer(
+                    problem=attempt.problem(err, endpoint.api_key),
+                    unreachable=_why_no_answer(err, attempt, terms),
+                )
             failure = CDRCancelled(f"GET {path} was stopped: another slice of the extraction failed")
         except requests.RequestException as err:  # not worth retrying
             failure = CDRAPIError(f"GET {path}: {endpoint.redact(str(err))}", path=path)
@@ -326,12 +339,73 @@ class CDRHook(HttpHook):
     # -- UI ----------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap request (a page of one record) to prove the URL and the key work."""
+        """The UI's Test button: one request (a page of one record), no retry, at most
+        ``TEST_TIMEOUT_S`` per wait, and a message that says what is wrong, never the key.
+
+        A person waits for the answer, so a dead API must not hold them for the retry budget.
+        """
         try:
-            self._get_once(RECORDS_PATH, {"per_page": "1", "page": "1"})
+            endpoint = self.endpoint
+            with self.get_conn() as session:
+                body: Any = self._get(
+                    session,
+                    RECORDS_PATH,
+                    {"per_page": "1", "page": "1"},
+                    RequestGate(),  # one request: no cap to keep, and no other task's pause to wait out
+                    ExtractionStats(),
+                    terms=endpoint.settings.quick(TEST_TIMEOUT_S),
+                )
         except Exception as err:
-            return False, redact(str(err), self._endpoint.api_key if self._endpoint else None)
-        return True, "Connection to the CDR API works."
+            message = failure_message(
+                err, self._endpoint.base_url if self._endpoint else None, TEST_TIMEOUT_S
+            )
+            return False, redact(message, self._endpoint.api_key if self._endpoint else None)
+        message = f"Connection to the CDR API works: {endpoint.base_url} accepted the key."
+        hint = offset_hint(_first_timestamp(body), endpoint.settings.timezone)
+        return True, endpoint.redact(f"{message} {hint}" if hint else message)
+
+
+def _first_timestamp(body: Any) -> Any:
+    """The first record's ``timestamp`` of a records answer, if there is one."""
+    records = body.get("records") if isinstance(body, dict) else None
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        return records[0].get("timestamp")
+    return None
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and what it wraps: causes, contexts, and urllib3's ``reason``/``args`` chain."""
+    found: list[BaseException] = []
+    pending: list[Any] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return found
+
+
+def _why_no_answer(error: BaseException, attempt: Attempt, terms: CDRConnectionSettings) -> str:
+    """Why a request got no answer, in the words a person fixing the connection needs."""
+    if attempt.expired:
+        return f"no whole answer within {attempt.deadline:g}s (the request deadline)"
+    causes = _causes(error)
+    if any(isinstance(c, (socket.gaierror, urllib3.exceptions.NameResolutionError)) for c in causes):
+        return "its host name does not resolve (DNS)"
+    if isinstance(error, requests.exceptions.ProxyError):
+        return "the proxy of the connection (or of the environment) failed"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused: nothing listens on that host and port"
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return f"connecting timed out after {terms.connect_timeout:g}s"
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        return (
+            f"it accepted the connection but sent no answer within {min(terms.timeout, attempt.deadline):g}s"
+        )
+    if any(isinstance(c, (ConnectionResetError, http.client.RemoteDisconnected)) for c in causes):
+        return "the server closed the connection without an answer"
+    return f"the connection failed ({type(error).__name__})"
 
 
 def _lookup_rows(body: Any, path: str) -> list[Any]:

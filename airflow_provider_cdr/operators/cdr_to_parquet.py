@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
+from airflow.sdk.definitions._internal.mixins import ResolveMixin
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_cdr.api import availability
@@ -29,10 +30,10 @@ from airflow_provider_cdr.tasks.arguments import (
     is_templated,
     parse_day,
 )
-from airflow_provider_cdr.tasks.output import asset_uri, open_base
+from airflow_provider_cdr.tasks.output import asset_uri, check_output_path, open_base
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
 # Past this share of records outside the day, the time zone is probably wrong.
 MAX_OUT_OF_DAY_SHARE = 0.01
@@ -48,12 +49,13 @@ class CDRToParquetOperator(BaseOperator):
     replaces the day atomically; records are written as they arrive, so memory does not grow
     with the day.
 
-    :param cdr_conn_id: connection of type ``cdr``.
-    :param output_path: local directory or object-storage URL (``s3://bucket/cdr``). (templated)
-    :param output_conn_id: connection for object storage (e.g. an ``aws`` connection).
+    :param cdr_conn_id: connection of type ``cdr``. (templated)
+    :param output_path: local directory or object-storage URL (``s3://bucket/cdr``), or an
+        ``ObjectStoragePath`` (which may name its connection), or an XComArg. (templated)
+    :param output_conn_id: connection for object storage (e.g. an ``aws`` connection). (templated)
     :param day: the day to land, ``YYYY-MM-DD``; default: the day the run covers, see
         :func:`day_from_context`. (templated)
-    :param timezone: IANA name; default: the connection's ``timezone`` extra.
+    :param timezone: IANA name; default: the connection's ``timezone`` extra. (templated)
     :param filters: any documented filter except the date window. (templated)
     :param slices: how many time slices of the day are fetched concurrently.
     :param concurrency: requests in flight at once; default: the connection's ``concurrency``.
@@ -67,15 +69,30 @@ class CDRToParquetOperator(BaseOperator):
     :param check_offsets: fail when records carry a UTC offset the time zone does not have at their
         instant (default); turn off only for an API that stamps records in another zone than the
         account's.
+
+    **Assets.** When ``output_path`` is known when the DAG is parsed (a plain str or an
+    ``ObjectStoragePath``), the task's outlet is ``Asset(asset_uri(output_path))`` (``file:///abs/path``
+    or the storage URL, without a connection id) and each landing emits an event on it whose
+    ``extra`` holds ``day``, ``rows``, ``files`` and ``bytes``. A templated or XCom ``output_path`` is
+    only known at run time, so no Asset can be declared for it: pass ``outlets=[Asset("<uri>")]``
+    yourself, or ``outlets=[AssetAlias("<name>")]`` to have each run attach the Asset of the path it
+    landed in; without either, the task logs a warning naming the URI to declare.
     """
 
-    template_fields: Sequence[str] = ("output_path", "day", "filters")
+    template_fields: Sequence[str] = (
+        "cdr_conn_id",
+        "output_path",
+        "output_conn_id",
+        "day",
+        "timezone",
+        "filters",
+    )
     ui_color = "#d9ecf7"
 
     def __init__(
         self,
         *,
-        output_path: str,
+        output_path: str | ObjectStoragePath | ResolveMixin,
         cdr_conn_id: str = CDRHook.default_conn_name,
         output_conn_id: str | None = None,
         day: str | date | None = None,
@@ -94,9 +111,9 @@ class CDRToParquetOperator(BaseOperator):
         check_offsets: bool = True,
         **kwargs: Any,
     ) -> None:
-        if not output_path or not isinstance(output_path, str):
-            raise CDRConfigError("output_path must be a non-empty path or URL")
-        if timezone is not None:
+        # Known when the DAG is parsed (not an XComArg, not a template): checked, and its Asset declared.
+        location = None if isinstance(output_path, ResolveMixin) else check_output_path(output_path)
+        if timezone is not None and not is_templated(timezone):
             time_zone(timezone)
         if not is_templated(filters):
             check_filters(filters)
@@ -114,11 +131,11 @@ class CDRToParquetOperator(BaseOperator):
             raise CDRConfigError(f"compression={compression!r} is not one of {', '.join(COMPRESSIONS)}")
         if not 0 <= max_out_of_day_share < 1:
             raise CDRConfigError(f"max_out_of_day_share={max_out_of_day_share} must be in [0, 1)")
-        if not is_templated(output_path) and "outlets" not in kwargs:
-            kwargs["outlets"] = [Asset(asset_uri(output_path))]
+        if location is not None and not is_templated(location) and "outlets" not in kwargs:
+            kwargs["outlets"] = [Asset(asset_uri(location))]
         super().__init__(**kwargs)
         self.cdr_conn_id = cdr_conn_id
-        self.output_path = output_path
+        self.output_path = output_path if location is None else location
         self.output_conn_id = output_conn_id
         self.day = day
         self.timezone = timezone
@@ -142,8 +159,9 @@ class CDRToParquetOperator(BaseOperator):
         day = parse_day(self.day) if self.day else day_from_context(context, tz)
         window = DayWindow(day, tz)
         complete = self._day_is_over(window)
-        base = open_base(self.output_path, self.output_conn_id)
-        self.log.info("Landing CDRs of %s (%s, %.0f h) into %s", day, tz.key, window.hours, self.output_path)
+        output = check_output_path(self.output_path)  # as rendered, or resolved from XCom
+        base = open_base(output, self.output_conn_id)
+        self.log.info("Landing CDRs of %s (%s, %.0f h) into %s", day, tz.key, window.hours, output)
         for attempt in range(self.max_restarts + 1):
             try:
                 with system_arrow_pool():  # see memory.py
@@ -164,7 +182,7 @@ class CDRToParquetOperator(BaseOperator):
             "out_of_day": facts["out_of_day"],
             "complete": complete,
         }
-        self._emit_asset_event(context, result)
+        self._emit_asset_event(context, result, asset_uri(output))
         self._lineage = (hook.base_url, summary.location)
         return result
 
@@ -252,18 +270,27 @@ class CDRToParquetOperator(BaseOperator):
             "try_number": getattr(ti, "try_number", None),
         }
 
-    def _emit_asset_event(self, context: Context, result: dict[str, Any]) -> None:
+    def _emit_asset_event(self, context: Context, result: dict[str, Any], uri: str) -> None:
+        """The landed day on the task's Assets (and, through an AssetAlias, on the Asset at `uri`)."""
+        extra = {key: result[key] for key in ("day", "rows", "files", "bytes")}
+        declared = [outlet for outlet in self.outlets if isinstance(outlet, (Asset, AssetAlias))]
+        if not declared:
+            self.log.warning(
+                "No Asset event for %s: output_path was not known when the DAG was parsed (templated or "
+                "from XCom), so no Asset was declared for it. To schedule DAGs on this data, declare "
+                "outlets=[Asset(%r)] on this task, or outlets=[AssetAlias('<name>')] if the path changes "
+                "from run to run.",
+                uri,
+                uri,
+            )
         outlet_events = context.get("outlet_events")
         if outlet_events is None:
             return
-        for outlet in self.outlets:
-            if isinstance(outlet, Asset):
-                outlet_events[outlet].extra = {
-                    "day": result["day"],
-                    "rows": result["rows"],
-                    "files": result["files"],
-                    "bytes": result["bytes"],
-                }
+        for outlet in declared:
+            if isinstance(outlet, AssetAlias):
+                outlet_events[outlet].add(Asset(uri), extra=extra)
+            else:
+                outlet_events[outlet].extra = extra
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Input: the API endpoint (no key); output: the dataset. Only with the OpenLineage provider."""

@@ -55,13 +55,13 @@ class CDRRecordsSensor(BaseSensorOperator):
 
     The return value (XCom) is a summary without the key: status, window, time zone, query.
 
-    :param cdr_conn_id: connection of type ``cdr``.
+    :param cdr_conn_id: connection of type ``cdr``. (templated)
     :param day: the account-local day to wait for, ``YYYY-MM-DD``; default: the day the run
         covers, as for ``CDRToParquetOperator``. (templated)
     :param start_datetime: instead of ``day``, any window's start: account-local
         ``YYYY-MM-DDTHH:MM:SS``, or an aware datetime / ISO string with an offset. (templated)
     :param end_datetime: that window's exclusive end, in the same forms. (templated)
-    :param timezone: IANA name of the account's time zone; default: the connection's.
+    :param timezone: IANA name of the account's time zone; default: the connection's. (templated)
     :param filters: any documented filter except the date window (as for the hook). (templated)
     :param settle_period: how long after the window's end its records are trusted to be in
         (timedelta or seconds; default 0).
@@ -71,7 +71,14 @@ class CDRRecordsSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer instead of a worker slot.
     """
 
-    template_fields: Sequence[str] = ("day", "start_datetime", "end_datetime", "filters")
+    template_fields: Sequence[str] = (
+        "cdr_conn_id",
+        "day",
+        "start_datetime",
+        "end_datetime",
+        "timezone",
+        "filters",
+    )
     ui_color = "#d9ecf7"
 
     def __init__(
@@ -89,7 +96,8 @@ class CDRRecordsSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        zone = time_zone(timezone) if timezone is not None else time_zone("UTC")
+        # Naive window bounds are checked in the given zone; a templated zone is checked at run time.
+        zone = time_zone(timezone if timezone is not None and not is_templated(timezone) else "UTC")
         if not is_templated(filters):
             check_filters(filters)
         _check_window_arguments(day, start_datetime, end_datetime, zone)

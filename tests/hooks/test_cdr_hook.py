@@ -267,13 +267,6 @@ def test_get_records_df_has_typed_columns(hook: CDRHook, api: Any) -> None:
     assert frame["uuid"].is_unique
 
 
-def test_test_connection(hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert hook.test_connection() == (True, "Connection to the CDR API works.")
-    ok, message = use_connection(monkeypatch, "cdr_wrong", api.url, KEY).test_connection()
-    assert not ok and "401" in message
-    assert_secret_absent(message, "the UI's message", KEY)
-
-
 # -- one slice fails: the others stop --------------------------------------------------------------
 
 GOOD_SLICES = [{"start_date": day, "end_date": day} for day in ("2024-03-05", "2024-03-06", "2024-03-07")]

@@ -396,7 +396,7 @@ def test_deferrable_over_tls_fails_at_once_on_an_untrusted_certificate(
     assert server.connections == 1 and server.requests() == 0  # no retry, and the key never went out
     logged = "".join(capfd.readouterr())
     assert re.search(
-        r"Waiting for CDR records failed: CDRAPIError: GET /api/v2/cdr: TLS verification of "
+        r"Waiting for CDR records failed: CDRTLSError: GET /api/v2/cdr: TLS verification of "
         r"https://127\.0\.0\.1:\d+ failed \(no retry\): .*certificate verify failed",
         logged,
         re.IGNORECASE,
