@@ -121,7 +121,7 @@ EXTRAS: tuple[ExtraSpec, ...] = (
         "UTC",
         "Account time zone",
         "IANA name of the contact centre's time zone; the API reads start_date/end_date and "
-        "datetimes in it, so a wrong one shifts days.",
+        "datetimes in it, so a wrong one shifts days: the operator then fails the task.",
     ),
     ExtraSpec(
         "per_page",
@@ -161,7 +161,8 @@ EXTRAS: tuple[ExtraSpec, ...] = (
         ("integer",),
         8,
         "Retries per request",
-        "On 429, 5xx, connection errors and timeouts.",
+        "On 408, 425, 429, 500, 502, 503, 504, connection errors, timeouts, attempts past the "
+        "request deadline and unreadable bodies.",
         {"minimum": 0},
     ),
     ExtraSpec(
@@ -186,7 +187,8 @@ EXTRAS: tuple[ExtraSpec, ...] = (
         ("integer",),
         4,
         "Requests in flight at once",
-        "How many requests of one extraction run at the same time.",
+        "How many time slices of a day the operator fetches at the same time (its default "
+        "`concurrency`); CDRHook.extraction() runs one unless told otherwise.",
         {"minimum": 1},
     ),
     ExtraSpec(

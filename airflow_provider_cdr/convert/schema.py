@@ -6,9 +6,10 @@ a day of calls in one query, because no column is ever inferred (and so never
 null-typed). Types follow the API's contract (``cdr-api-reference.txt``), not
 the data; field names are the API's own.
 
-Bump :data:`SCHEMA_VERSION` on any change a reader could notice (a field added,
-removed, renamed or retyped); the version is stored in the schema metadata of
-every file and in each partition's manifest.
+Bump :data:`SCHEMA_VERSION` on any change a reader could notice; the policy
+(``docs/upgrading.md``) is that a new version only adds columns, so that a reader of
+several versions at once merges schemas instead of failing. The version is stored in
+the schema metadata of every file and in each partition's manifest.
 """
 
 from __future__ import annotations

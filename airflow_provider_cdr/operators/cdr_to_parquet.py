@@ -16,6 +16,7 @@ from airflow_provider_cdr.api.availability import as_timedelta
 from airflow_provider_cdr.api.endpoints import RECORDS_PATH
 from airflow_provider_cdr.api.errors import CDRConfigError, CDRSearchTokenExpired
 from airflow_provider_cdr.api.extraction import Extraction
+from airflow_provider_cdr.api.paging import MAX_PER_PAGE
 from airflow_provider_cdr.api.query import CDRQuery, time_zone
 from airflow_provider_cdr.convert.formats import CDRBatches
 from airflow_provider_cdr.convert.records import RecordConverter
@@ -306,3 +307,6 @@ def _check_sizes(**sizes: int | None) -> None:
         least = 0 if name == "max_restarts" else 1
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise CDRConfigError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    per_page = sizes.get("per_page")
+    if per_page is not None and per_page > MAX_PER_PAGE:
+        raise CDRConfigError(f"per_page must be at most {MAX_PER_PAGE} (the API's maximum), got {per_page}")

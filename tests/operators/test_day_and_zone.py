@@ -162,6 +162,7 @@ def test_zones_that_fit_a_days_offsets() -> None:
         ({"file_rows": 0}, "file_rows must be"),
         ({"concurrency": 0}, "concurrency must be"),
         ({"per_page": 0}, "per_page must be"),
+        ({"per_page": 10_001}, "per_page must be at most 10000"),
         ({"slices": 0}, "slices must be"),
         ({"max_out_of_day_share": 1.5}, "max_out_of_day_share"),
         ({"settle_period": -5}, "settle_period"),
