@@ -1,25 +1,31 @@
 """The user documentation agrees with the repository and the code.
 
 Every relative link in README.md and docs/*.md leads to a file that exists (and to a heading of
-it, when the link has an anchor); every column of the schema, every connection extra and every
-operator argument is documented.
+it, when the link has an anchor); every column of the schema, every connection extra, every
+operator and sensor argument (and which of them are templated), every exception class of
+api/errors.py and every setting of the example DAGs (with its default) is documented.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from airflow_provider_cdr.api import errors
 from airflow_provider_cdr.api.extras import EXTRAS
 from airflow_provider_cdr.convert.schema import CDR_SCHEMA
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
+from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+SETTINGS = ROOT / "dags_examples" / "cdr_settings.py"
 
 _FENCE = re.compile(r"^(```|~~~)")
 _CODE_SPAN = re.compile(r"`+[^`\n]*`+")
@@ -79,6 +85,49 @@ def table_row(page: Path, name: str) -> list[str]:
     raise AssertionError(f"{page.name}: no table row for `{name}`")
 
 
+def arguments(cls: type[Any]) -> list[str]:
+    """The keyword arguments of `cls.__init__`, without self and **kwargs."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+
+
+def templated_rows(page: Path) -> set[str]:
+    """The arguments whose table row on `page` says "(templated)"."""
+    rows = re.findall(r"^\| `(\w+)` \|.*\(templated\) \|$", page.read_text(encoding="utf-8"), re.M)
+    return set(rows)
+
+
+def example_settings() -> dict[str, str | None]:
+    """Each environment variable `cdr_settings.py` reads, with its default as text: the literal given
+    to `_env` (or the module constant it names), "none" for `os.environ.get` without one, None when
+    the default is computed (a path)."""
+    tree = ast.parse(SETTINGS.read_text(encoding="utf-8"))
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    found: dict[str, str | None] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+            continue
+        name = node.args[0].value
+        if not (isinstance(name, str) and re.fullmatch(r"CDR_[A-Z0-9_]+", name)):
+            continue
+        default = node.args[1] if len(node.args) > 1 else None
+        if default is None:
+            found[name] = "none"
+        elif isinstance(default, ast.Constant):
+            found[name] = str(default.value)
+        elif isinstance(default, ast.Name) and default.id in constants:
+            found[name] = str(constants[default.id])
+        else:
+            found[name] = None
+    return found
+
+
 def test_the_pages_exist_and_the_readme_links_the_index() -> None:
     names = {page.name for page in DOCS.glob("*.md")}
     assert {
@@ -94,6 +143,7 @@ def test_the_pages_exist_and_the_readme_links_the_index() -> None:
     } <= names
     assert "docs/index.md" in relative_links(ROOT / "README.md")
     assert "docs/api-ambiguities.md" in relative_links(ROOT / "README.md")
+    assert "../CHANGELOG.md" in relative_links(DOCS / "index.md")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
@@ -134,8 +184,55 @@ def test_every_extra_is_in_the_connection_page_with_its_default() -> None:
 
 def test_every_operator_argument_is_in_the_operator_page() -> None:
     text = (DOCS / "operator.md").read_text(encoding="utf-8")
-    parameters = inspect.signature(CDRToParquetOperator.__init__).parameters.values()
-    names = [p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+    names = arguments(CDRToParquetOperator)
     assert "output_path" in names and "check_offsets" in names  # the signature is the real one
     missing = [name for name in names if f"| `{name}` |" not in text]
     assert not missing, f"operator.md does not document {missing}"
+
+
+def test_every_sensor_argument_is_in_the_sensor_page() -> None:
+    text = (DOCS / "sensor.md").read_text(encoding="utf-8")
+    names = arguments(CDRRecordsSensor)
+    assert "on_empty" in names and "deferrable" in names
+    missing = [name for name in names if f"| `{name}` |" not in text]
+    assert not missing, f"sensor.md does not document {missing}"
+
+
+@pytest.mark.parametrize(
+    ("page", "cls"), [("operator.md", CDRToParquetOperator), ("sensor.md", CDRRecordsSensor)]
+)
+def test_the_templated_arguments_are_the_template_fields(page: str, cls: type[Any]) -> None:
+    fields = set(cls.template_fields)
+    assert templated_rows(DOCS / page) == fields, f"{page}: rows marked (templated) differ from {fields}"
+    text = (DOCS / page).read_text(encoding="utf-8")
+    listed = re.search(r"Templated \(`template_fields`\): ([^.]*)\.", text)
+    assert listed, f"{page}: no sentence listing the template fields"
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == fields
+
+
+def test_every_exception_class_is_in_the_hook_page_with_its_bases() -> None:
+    page = DOCS / "hook.md"
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__ == errors.__name__
+    ]
+    assert {"CDRError", "CDRTLSError", "CDRRetriesExhaustedError"} <= {cls.__name__ for cls in classes}
+    for cls in classes:
+        cells = table_row(page, cls.__name__)
+        missing = [base.__name__ for base in cls.__bases__ if f"`{base.__name__}`" not in cells[1]]
+        assert not missing, f"{cls.__name__}: base {missing} not in {cells[1]!r}"
+
+
+def test_every_example_setting_is_in_the_example_dags_page_with_its_default() -> None:
+    page = DOCS / "example-dags.md"
+    settings = example_settings()
+    assert {"CDR_TIMEZONE", "CDR_START_DATE", "CDR_TASK_TIMEOUT_MIN"} <= set(settings)
+    for name, default in settings.items():
+        cells = table_row(page, name)
+        if default == "none":
+            assert cells[2] == "none", f"{name}: no default, documented {cells[2]!r}"
+        elif default is not None:
+            assert cells[2] == f"`{default}`", f"{name}: default {default}, documented {cells[2]!r}"
