@@ -30,7 +30,8 @@ from airflow_provider_cdr.fake_api.server import StandIn
 
 HERE = Path(__file__).resolve().parent
 DAY = "2024-03-05"
-NEXT_DAY = "2024-03-06"  # the last slice of DAY ends at its 00:00:00, so the stand-in builds it too
+PREVIOUS_DAY = "2024-03-04"  # DAY's slices reach a second past each end, so the stand-in builds
+NEXT_DAY = "2024-03-06"  # the days on both sides too: before anything is timed
 ZONE = "America/Sao_Paulo"
 LATENCIES = {"80 ms + 10 us/record": (80.0, 10.0), "no latency": (0.0, 0.0)}
 DATA = {"regular": 0.0, "drifted": 0.05}
@@ -109,7 +110,9 @@ def measure(
         type_drift=DATA[data],
         profile=SERVERS[server],
     ) as stand_in:
-        stand_in.truth(start_date=DAY, end_date=NEXT_DAY)  # generate the days before anything is timed
+        stand_in.truth(
+            start_date=PREVIOUS_DAY, end_date=NEXT_DAY
+        )  # generate the days before anything is timed
         stand_in.set_faults(latency_ms=fixed_ms, latency_per_record_us=per_record_us)
         env = environment(stand_in, work / "home")
         # The ceiling asks what the server really answers: a client that knew the cap would ask 1,000.
@@ -181,7 +184,7 @@ def paging_costs(volume: int, work: Path) -> str:
         with StandIn(
             records_per_day=volume, timezone=ZONE, now="2024-03-20T12:00:00Z", profile=profile
         ) as api:
-            api.truth(start_date=DAY, end_date=NEXT_DAY)
+            api.truth(start_date=PREVIOUS_DAY, end_date=NEXT_DAY)
             out = work / f"paging-{len(lines)}"
             records = int(run_variant("operator", environment(api, work / "home"), out)["records"])
             requests = api.stats()["requests"]
@@ -199,7 +202,7 @@ def profile_operator(volume: int, work: Path) -> str:
     with StandIn(
         records_per_day=volume, timezone=ZONE, now="2024-03-20T12:00:00Z", type_drift=DATA["drifted"]
     ) as stand_in:
-        stand_in.truth(start_date=DAY, end_date=NEXT_DAY)
+        stand_in.truth(start_date=PREVIOUS_DAY, end_date=NEXT_DAY)
         target = work / "profile.out"
         run_variant(
             "operator", environment(stand_in, work / "home", concurrency=1), work / "profiled", target

@@ -56,7 +56,7 @@ _FLOAT_TOKEN = {name: re.compile(f'"{name}":-?[0-9]+[.eE]'.encode()) for name in
 _FLOAT_MARKS = np.frombuffer(b".eE", dtype=np.uint8)
 _INFERRED_OK = (pa.string(), pa.int64(), pa.bool_())
 _EXACT_IN_FLOAT = 2**53
-_FORGET_FLOATS_AFTER = 8  # pages without a float in an integer field before they are no longer looked for
+_FORGET_DRIFT_AFTER = 8  # pages without drift to make readable before it is no longer looked for first
 
 
 def _as_sent(field: pa.Field) -> pa.Field:
@@ -93,28 +93,45 @@ def _parse_options(floats_in: frozenset[str]) -> pa_json.ParseOptions:
     )
 
 
-def read_records(body: bytes, expect_floats: bool = False) -> ArrowRecords | None:
+def read_records(body: bytes, hints: ReadHints | None = None) -> ArrowRecords | None:
     """The page's records as Arrow columns, or None: the general path.
 
-    :param expect_floats: look for floats in integer fields before parsing (the pages before
-        had some); else only after a parse that a float made fail.
+    The bytes are searched for drift to make readable (numbers sent as strings, floats for
+    integers) before parsing when the pages before had some (`hints`), else only after a parse
+    that failed: a page without drift pays for nothing but its parse.
     """
+    hints = hints or ReadHints()
+    table: pa.Table | None = None
+    floats: dict[str, np.ndarray | None] = {}
+    if not hints.expect_drift:
+        table = _parse(body, floats)
+    if table is None:
+        renamed = _renamed(body)
+        if renamed is None:
+            return None
+        floats = _float_tokens(renamed)
+        table = _parse(renamed, floats)
+        hints.saw(
+            drift=table is not None
+            and (renamed is not body or any(m.any() for m in floats.values() if m is not None))
+        )
+    else:
+        hints.saw(drift=False)
+    if table is None or table.num_rows != 1:
+        return None
+    return _records(table, floats)
+
+
+def _renamed(body: bytes) -> bytes | None:
+    """The body with the keys of numbers sent as strings renamed (see the module docstring);
+    None when a key already looks like a renamed one."""
     if AS_STRING.encode() in body:
-        return None  # a key that looks like our renames: leave the page to the general path
+        return None
     for name in NUMBER_FIELDS:
         old, new = _RENAMES[name]
         if old in body:
             body = body.replace(old, new)
-    floats: dict[str, np.ndarray | None] = _float_tokens(body) if expect_floats else {}
-    table = _parse(body, floats)
-    if table is None and not expect_floats:
-        floats = _float_tokens(body)
-        table = (
-            _parse(body, floats) if any(mask is not None and mask.any() for mask in floats.values()) else None
-        )
-    if table is None or table.num_rows != 1:
-        return None
-    return _records(table, floats)
+    return body
 
 
 def _parse(body: bytes, floats: dict[str, np.ndarray | None]) -> pa.Table | None:
@@ -210,21 +227,21 @@ def _float_rows(column: pa.Array, written_as_float: np.ndarray | None) -> np.nda
 class ReadHints:
     """What the pages before this one needed (advisory: a wrong hint costs time, never rows)."""
 
-    pages_since_floats: int = _FORGET_FLOATS_AFTER
+    pages_since_drift: int = _FORGET_DRIFT_AFTER
 
     @property
-    def expect_floats(self) -> bool:
-        return self.pages_since_floats < _FORGET_FLOATS_AFTER
+    def expect_drift(self) -> bool:
+        return self.pages_since_drift < _FORGET_DRIFT_AFTER
 
-    def saw(self, floats: bool) -> None:
-        self.pages_since_floats = 0 if floats else min(self.pages_since_floats + 1, _FORGET_FLOATS_AFTER)
+    def saw(self, drift: bool) -> None:
+        self.pages_since_drift = 0 if drift else min(self.pages_since_drift + 1, _FORGET_DRIFT_AFTER)
 
 
 def read_page(
     body: bytes, converter: RecordConverter, hints: ReadHints | None = None
 ) -> Page[pa.RecordBatch] | None:
     """The page as a CDR_SCHEMA batch with its dedupe keys, or None: decode it record by record."""
-    read = read_records(body, hints.expect_floats if hints is not None else False)
+    read = read_records(body, hints)
     if read is None:
         return None
     if read.unknown and not _no_explicit_nulls(body, read.unknown):
@@ -232,8 +249,6 @@ def read_page(
     batch = converter.from_arrow(read)
     if batch is None:
         return None
-    if hints is not None:
-        hints.saw(bool(read.float_rows))
     return Page(
         batch, uuid_keys(batch.column("uuid")), batch.num_rows, read.token, read.total, batch_span(batch)
     )

@@ -240,8 +240,8 @@ class CDRDataset:
     With `hour_edges`, a record sits at the first millisecond of every hour of the
     day (hh:00:00.000), where slices of a day meet: whether a client's windows
     reach them depends on how the server reads its datetime bounds. Day tables (about 650 bytes a record) stay in an LRU of up to `cache_records`
-    records (two days of a million and more: a day's last slice reaches into the
-    next day), always keeping the latest day used.
+    records (three days of a million and more: a day's slices reach a second into the day
+    before and the day after), always keeping the latest day used.
     """
 
     def __init__(
@@ -255,7 +255,7 @@ class CDRDataset:
         first_day: date = DEFAULT_FIRST_DAY,
         now: datetime | None = None,
         ingest_lag_s: float = 0.0,
-        cache_records: int = 2_500_000,
+        cache_records: int = 3_500_000,
         tie_group: int = 1,
         hour_edges: bool = False,
     ) -> None:
