@@ -70,6 +70,10 @@ class CDRToParquetOperator(BaseOperator):
     :param check_offsets: fail when records carry a UTC offset the time zone does not have at their
         instant (default); turn off only for an API that stamps records in another zone than the
         account's.
+    :param asset_partition_key: also give each Asset event the day as its ``partition_key`` (Airflow
+        versions whose outlet events have ``add_partitions``; elsewhere ignored). Off by default:
+        Airflow then queues only partition-aware DAGs on the event, not DAGs plainly scheduled on
+        the Asset.
 
     **Assets.** When ``output_path`` is known when the DAG is parsed (a plain str or an
     ``ObjectStoragePath``), the task's outlet is ``Asset(asset_uri(output_path))`` (``file:///abs/path``
@@ -110,6 +114,7 @@ class CDRToParquetOperator(BaseOperator):
         allow_partial: bool = False,
         max_out_of_day_share: float = MAX_OUT_OF_DAY_SHARE,
         check_offsets: bool = True,
+        asset_partition_key: bool = False,
         **kwargs: Any,
     ) -> None:
         # Known when the DAG is parsed (not an XComArg, not a template): checked, and its Asset declared.
@@ -152,6 +157,7 @@ class CDRToParquetOperator(BaseOperator):
         self.allow_partial = allow_partial
         self.max_out_of_day_share = max_out_of_day_share
         self.check_offsets = check_offsets
+        self.asset_partition_key = asset_partition_key
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = CDRHook(cdr_conn_id=self.cdr_conn_id)
@@ -183,8 +189,9 @@ class CDRToParquetOperator(BaseOperator):
             "out_of_day": facts["out_of_day"],
             "complete": complete,
         }
-        self._emit_asset_event(context, result, asset_uri(output))
-        self._lineage = (hook.base_url, summary.location)
+        table_uri = asset_uri(output)
+        self._emit_asset_event(context, result, table_uri)
+        self._lineage: tuple[str, str, dict[str, Any]] = (hook.base_url, table_uri, result)
         return result
 
     def _day_is_over(self, window: DayWindow) -> bool:
@@ -290,15 +297,19 @@ class CDRToParquetOperator(BaseOperator):
         for outlet in declared:
             if isinstance(outlet, AssetAlias):
                 outlet_events[outlet].add(Asset(uri), extra=extra)
-            else:
-                outlet_events[outlet].extra = extra
+                continue
+            accessor = outlet_events[outlet]
+            accessor.extra = extra
+            add_partitions = getattr(accessor, "add_partitions", None)  # Airflow with partitioned assets
+            if self.asset_partition_key and add_partitions is not None:
+                add_partitions(result["day"])
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Input: the API endpoint (no key); output: the dataset. Only with the OpenLineage provider."""
+        """Input: the API endpoint (no key); output: the table, the day as its partition (tasks/lineage)."""
         from airflow_provider_cdr.tasks.lineage import operator_lineage
 
-        base_url, location = getattr(self, "_lineage", (None, None))
-        return operator_lineage(base_url, location)
+        base_url, table_uri, landed = getattr(self, "_lineage", (None, None, None))
+        return operator_lineage(base_url, table_uri, landed)
 
 
 def _check_sizes(**sizes: int | None) -> None:
