@@ -117,19 +117,35 @@ def test_backfill_lands_30_days_exactly_with_the_sensor_deferred_in_the_triggere
         for ti in deployment.task_instances("cdr_daily", task_id="wait_for_day")
         if local_day(ti["logical_date"]) == last
     )
-    log = deployment.get(
-        f"/api/v2/dags/cdr_daily/dagRuns/{sensor['dag_run_id']}/taskInstances/wait_for_day/logs/{sensor['try_number']}",
-        full_content=True,
-    )
-    events = [str(line.get("event", "")) for line in log["content"]]
     milestones = [
         "No CDR record yet",
         "Pausing task as DEFERRED",
         "Trigger fired event",
         "CDR records are in",
     ]
-    seen = [next(n for n, event in enumerate(events) if milestone in event) for milestone in milestones]
-    assert seen == sorted(seen), events
+    told: dict[str, list[str]] = {"events": []}
+
+    def sensor_story() -> list[int] | None:
+        """Where each milestone is in the sensor's log; None until all are there (the triggerer's
+        lines reach the task log after the run has ended, when the machine is busy)."""
+        log = deployment.get(
+            f"/api/v2/dags/cdr_daily/dagRuns/{sensor['dag_run_id']}/taskInstances/wait_for_day/logs/{sensor['try_number']}",
+            full_content=True,
+        )
+        told["events"] = events = [str(line.get("event", "")) for line in log["content"]]
+        found = [
+            next((n for n, event in enumerate(events) if milestone in event), None)
+            for milestone in milestones
+        ]
+        return None if None in found else [n for n in found if n is not None]
+
+    try:
+        seen = wait_for("the sensor's log to tell the whole deferral", sensor_story, 120, pause=2.0)
+    except TimeoutError:
+        raise AssertionError(
+            f"the sensor's log lacks a milestone of {milestones}: {told['events']}"
+        ) from None
+    assert seen == sorted(seen), told["events"]
     print(f"30-day backfill: {time.monotonic() - started:.0f}s")
 
 
