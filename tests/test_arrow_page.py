@@ -7,6 +7,8 @@ every kind of drift must send the page the general way.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_cdr.api.page import page_parts, records_span
 from airflow_provider_cdr.convert.arrow_page import read_page, read_records
+from airflow_provider_cdr.convert.formats import CDRBatches
 from airflow_provider_cdr.convert.records import RecordConverter
 from tests.reliability.test_bad_input_properties import records as any_records
 from tests.test_records import SAMPLE_RESPONSE, call
@@ -149,12 +152,28 @@ def test_the_stand_ins_drifted_pages_take_the_arrow_path(make_stand_in: Any) -> 
     fields): every page still goes through Arrow, and gives the general path's batch."""
     api = make_stand_in(type_drift=0.05)
     params = {"key": api.api_key, "start_date": "2024-03-05", "end_date": "2024-03-05", "per_page": "500"}
-    taken = 0
+    taken, bodies = 0, b""
     for page in (1, 2, 3):
         body = requests.get(f"{api.url}/api/v2/cdr", params={**params, "page": str(page)}, timeout=30).content
-        assert b"recording_url" in body or b'":"' in body
+        bodies += body
         taken += assert_same_as_general_path(body)
     assert taken == 3
+    # The drift was there: an unknown field, a number sent as a string, a float for an integer.
+    assert b'"recording_url":' in bodies
+    assert b'"cpc":"' in bodies or b'"agent_id":"' in bodies
+    assert re.search(rb'"num_segments":-?\d+\.', bodies)
+
+
+def test_drifted_pages_with_spaces_in_the_json_land_the_same_rows(make_stand_in: Any) -> None:
+    """The renames need compact JSON (`"cpc":"`); a server that writes `"cpc": "0.1"` must still be
+    read exactly: such a page leaves the Arrow path instead of being misread."""
+    api = make_stand_in(type_drift=0.05)
+    params = {"key": api.api_key, "start_date": "2024-03-05", "end_date": "2024-03-05", "per_page": "500"}
+    body = requests.get(f"{api.url}/api/v2/cdr", params=params, timeout=30).content
+    spaced = json.dumps(orjson.loads(body), indent=1, ensure_ascii=False).encode()
+    assert b'"cpc": "' in spaced or b'"agent_id": "' in spaced
+    batch = CDRBatches().read(spaced).payload
+    assert batch.equals(general_path(spaced)[0])
 
 
 def test_the_references_sample_response_takes_the_arrow_path() -> None:

@@ -117,11 +117,6 @@ def bools_array(values: list[Any]) -> pa.Array:
     return bool_array(np.array(values, dtype=bool))
 
 
-def values_of(array: pa.Array, dtype: type[np.generic]) -> np.ndarray:
-    """Alias of :func:`values`, for modules where ``values`` names their data."""
-    return values(array, dtype)
-
-
 def bools_of(array: pa.Array) -> np.ndarray:
     """A boolean Arrow array as a NumPy bool array (a null row reads False), without to_numpy()."""
     if array.buffers()[1] is None:

@@ -39,7 +39,9 @@ from airflow_provider_cdr.convert.arrays import (
     strings_array,
     timestamps_array,
     valid_mask,
-    values_of,
+)
+from airflow_provider_cdr.convert.arrays import (
+    values as values_of,
 )
 from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 from airflow_provider_cdr.convert.values import (
