@@ -87,11 +87,12 @@ class SeenUUIDs:
 
     def add_new(self, keys: np.ndarray) -> np.ndarray:
         """Mark each key seen; return a boolean mask: was it new (also within this page)?"""
-        fresh = _first_occurrences(keys)
+        order = probe_order(keys)  # sorted once, searched in every array
+        fresh = _first_occurrences(keys, order)
         for known in (*self._full, self._filling, *self._recent):
-            fresh &= ~contains(known, keys)
+            fresh &= ~contains(known, keys, order)
         if fresh.any():
-            self._recent.append(sort_keys(keys[fresh]))
+            self._recent.append(np.asfortranarray(keys[order[fresh[order]]]))  # already in key order
         if len(self._recent) >= _FOLD_AFTER_PAGES:
             recent = sort_keys(np.concatenate(self._recent))
             if len(recent) < _MERGE_EVERY:
@@ -120,24 +121,32 @@ def merge_sorted(big: np.ndarray, small: np.ndarray) -> np.ndarray:
     return merged
 
 
-def _first_occurrences(keys: np.ndarray) -> np.ndarray:
-    """True for the first row of each distinct key."""
+def probe_order(keys: np.ndarray) -> np.ndarray:
+    """The rows of `keys` in order of their high half (stable: equal keys keep their page order)."""
+    return np.argsort(keys[:, 0], kind="stable")
+
+
+def _first_occurrences(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """True for the first row of each distinct key (`order`: from probe_order)."""
     fresh = np.zeros(len(keys), dtype=bool)
-    _, first = np.unique(keys[:, 0], return_index=True)
-    fresh[first] = True
-    if len(first) != len(keys):  # a repeated high half: decide on the whole key
+    high = keys[order, 0]
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = high[1:] != high[:-1]
+    fresh[order[starts]] = True
+    if not starts.all():  # a repeated high half: decide on the whole key
         _, first = np.unique(keys, axis=0, return_index=True)
         fresh[:] = False
         fresh[first] = True
     return fresh
 
 
-def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Per key, whether it is in `sorted_keys` (from sort_keys)."""
+def contains(sorted_keys: np.ndarray, keys: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Per key, whether it is in `sorted_keys` (from sort_keys); `order` (probe_order of `keys`)
+    when the caller has it: sorted probes search many times faster than random ones."""
     if not len(sorted_keys) or not len(keys):
         return np.zeros(len(keys), dtype=bool)
     high, low = sorted_keys[:, 0], sorted_keys[:, 1]
-    order = np.argsort(keys[:, 0])  # sorted probes search many times faster than random ones
+    order = probe_order(keys) if order is None else order
     probe_high, probe_low = keys[order, 0], keys[order, 1]
     start = np.minimum(np.searchsorted(high, probe_high), len(high) - 1)
     same_high = high[start] == probe_high

@@ -9,6 +9,7 @@ buffers directly instead, for the Arrow path and the record-by-record path alike
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from itertools import repeat
 from operator import is_not
@@ -125,3 +126,10 @@ def bools_of(array: pa.Array) -> np.ndarray:
     result = bits[array.offset : array.offset + len(array)].astype(bool)
     valid = valid_mask(array)
     return result if valid is None else result & valid
+
+
+def present(array: pa.Array) -> Iterator[tuple[int, Any]]:
+    """(row, value) of each non-null row, as Python values: a sparse column without a whole list."""
+    valid = valid_mask(array)
+    rows = range(len(array)) if valid is None else np.flatnonzero(valid).tolist()
+    return zip(rows, array.drop_null().to_pylist())

@@ -9,14 +9,14 @@ first, without changing what the page says:
   reader's type inference and folded into ``extra_fields``, when its values are strings,
   integers or booleans and no record sends it as an explicit ``null`` (which Arrow cannot tell
   from an absent key).
-- **A number sent as a string** (``"agent_id": "56215"``, ``"cpc": "0.1"``): Arrow cannot hold
-  numbers and strings in one column, so such a key is renamed in the bytes (``"cpc":"`` ->
-  ``"cpc~as-string":"``, a literal replacement that can only meet keys, since a quote inside a
-  JSON string is escaped) and its values read as a column of their own, then coerced one by one
-  exactly as the record-by-record path does.
-- **A float for an integer field** (``"num_segments": 2.0``): the field is read as float64 and the
-  positions of the floats found in the bytes, so that ``2.0`` is counted as coerced and ``2.5``
-  kept raw, as the record-by-record path does.
+- **A number sent as a string** (``"agent_id": "56215"``, ``"cpc": "0.1"``) or **a float for an
+  integer** (``"num_segments": 2.0``): Arrow cannot hold numbers and strings, or integers and
+  floats, in one column, so such a key is renamed in the bytes (``"cpc":"`` ->
+  ``"cpc~as-string":"``, ``"num_segments":2.0`` -> ``"num_segments~as-float":2.0``) and its values
+  read as a column of their own, then coerced one by one exactly as the record-by-record path
+  does (``2.0`` counted as coerced, ``2.5`` kept raw). The keys are found for all fields at once
+  (:mod:`~airflow_provider_cdr.convert.page_keys`), and a renamed column must hold exactly as
+  many values as keys were renamed for it.
 - Missing fields and ``null`` are what Arrow reads anyway; calls, chats and SMS mix freely.
 
 What is left goes the general way (``orjson`` + :meth:`RecordConverter.to_batch`): a number for
@@ -31,8 +31,6 @@ alike (not a coercion); a float for an integer field is not.
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,19 +41,17 @@ import pyarrow.json as pa_json
 from airflow_provider_cdr.api.dedupe import uuid_keys
 from airflow_provider_cdr.api.page import Page, page_total
 from airflow_provider_cdr.convert.arrays import valid_mask, values
+from airflow_provider_cdr.convert.page_keys import IS_NUMBER_START, PageKeys
 from airflow_provider_cdr.convert.records import ArrowRecords, RecordConverter
 from airflow_provider_cdr.convert.schema import API_FIELDS, CDR_SCHEMA, SLA_TYPE
 
 _SLA_STRINGS = pa.struct([pa.field(field.name, pa.string()) for field in SLA_TYPE])
 INT_FIELDS = ("agent_id", "num_segments")
 NUMBER_FIELDS = (*INT_FIELDS, "cpc")
-AS_STRING = "~as-string"
-_RENAMES = {name: (f'"{name}":"'.encode(), f'"{name}{AS_STRING}":"'.encode()) for name in NUMBER_FIELDS}
-_NUMBER_TOKEN = {name: re.compile(f'"{name}":(-?[0-9][0-9.eE+-]*)'.encode()) for name in INT_FIELDS}
-_FLOAT_TOKEN = {name: re.compile(f'"{name}":-?[0-9]+[.eE]'.encode()) for name in INT_FIELDS}
-_FLOAT_MARKS = np.frombuffer(b".eE", dtype=np.uint8)
+AS_STRING, AS_FLOAT = "~as-string", "~as-float"
+_RENAME_MARK = b"~as-"
+_QUOTE = ord('"')
 _INFERRED_OK = (pa.string(), pa.int64(), pa.bool_())
-_EXACT_IN_FLOAT = 2**53
 _FORGET_DRIFT_AFTER = 8  # pages without drift to make readable before it is no longer looked for first
 
 
@@ -72,25 +68,26 @@ def _as_sent(field: pa.Field) -> pa.Field:
 
 #: One record as the reference documents it.
 RECORD_AS_SENT = pa.struct([_as_sent(CDR_SCHEMA.field(name)) for name in API_FIELDS])
-
-
-@functools.cache
-def _parse_options(floats_in: frozenset[str]) -> pa_json.ParseOptions:
-    """The page's explicit schema, with the integer fields in `floats_in` read as float64.
-
-    "infer" so that a new top-level key (total, page) costs nothing, and a key the schema does
-    not know inside a record is read by inference (see the module docstring).
-    """
-    record = pa.struct(
+#: The columns renamed drift is read into (null on every record without it).
+_RENAMED = {
+    **{f"{name}{AS_STRING}": pa.string() for name in NUMBER_FIELDS},
+    **{f"{name}{AS_FLOAT}": pa.float64() for name in INT_FIELDS},
+}
+#: The page: explicit for what is known, "infer" so that a new top-level key (total, page) costs
+#: nothing and a key the schema does not know inside a record is read by inference.
+_PARSE_OPTIONS = pa_json.ParseOptions(
+    explicit_schema=pa.schema(
         [
-            pa.field(f.name, pa.float64()) if f.name in floats_in else f
-            for f in (RECORD_AS_SENT.field(i) for i in range(RECORD_AS_SENT.num_fields))
+            pa.field(
+                "records",
+                pa.list_(pa.struct([*RECORD_AS_SENT, *(pa.field(n, t) for n, t in _RENAMED.items())])),
+            ),
+            pa.field("search_token", pa.string()),
         ]
-    )
-    page = pa.schema([pa.field("records", pa.list_(record)), pa.field("search_token", pa.string())])
-    return pa_json.ParseOptions(
-        explicit_schema=page, unexpected_field_behavior="infer", newlines_in_values=True
-    )
+    ),
+    unexpected_field_behavior="infer",
+    newlines_in_values=True,
+)
 
 
 def read_records(body: bytes, hints: ReadHints | None = None) -> ArrowRecords | None:
@@ -101,67 +98,62 @@ def read_records(body: bytes, hints: ReadHints | None = None) -> ArrowRecords | 
     that failed: a page without drift pays for nothing but its parse.
     """
     hints = hints or ReadHints()
-    table: pa.Table | None = None
-    floats: dict[str, np.ndarray | None] = {}
-    if not hints.expect_drift:
-        table = _parse(body, floats)
+    keys: PageKeys | None = None
+    renamed: dict[str, int] = {}
+    table = None if hints.expect_drift else _parse(body)
     if table is None:
-        renamed = _renamed(body)
-        if renamed is None:
+        if _RENAME_MARK in body:
+            return None  # a key already looks like a renamed one
+        keys = PageKeys(body)
+        readable = _readable(keys)
+        if readable is None:
             return None
-        floats = _float_tokens(renamed)
-        table = _parse(renamed, floats)
-        hints.saw(
-            drift=table is not None
-            and (renamed is not body or any(m.any() for m in floats.values() if m is not None))
-        )
+        text, renamed = readable
+        table = _parse(text)
+        hints.saw(drift=table is not None and bool(renamed))
     else:
         hints.saw(drift=False)
     if table is None or table.num_rows != 1:
         return None
-    return _records(table, floats)
-
-
-def _renamed(body: bytes) -> bytes | None:
-    """The body with the keys of numbers sent as strings renamed (see the module docstring);
-    None when a key already looks like a renamed one."""
-    if AS_STRING.encode() in body:
+    read = _records(table, renamed)
+    if read is not None and read.unknown and not _no_explicit_nulls(keys or PageKeys(body), read.unknown):
         return None
+    return read
+
+
+def _readable(keys: PageKeys) -> tuple[bytes, dict[str, int]] | None:
+    """The body with the keys of numbers sent as strings and of floats for integers renamed (see the
+    module docstring), and how many keys each renamed column got; None when a number is too long."""
+    inserts: list[tuple[int, bytes]] = []
+    renamed: dict[str, int] = {}
     for name in NUMBER_FIELDS:
-        old, new = _RENAMES[name]
-        if old in body:
-            body = body.replace(old, new)
-    return body
+        at = keys.of(name)
+        if not at.size:
+            continue
+        starts = keys.value_starts(at)
+        moved = {AS_STRING: at[starts == _QUOTE]}
+        if name in INT_FIELDS:
+            numbers = at[IS_NUMBER_START[starts]]
+            floats = keys.written_as_float(numbers)
+            if floats is None:
+                return None
+            moved[AS_FLOAT] = numbers[floats]
+        for suffix, where in moved.items():
+            if where.size:
+                renamed[name + suffix] = int(where.size)
+                inserts += ((position - 1, suffix.encode()) for position in where.tolist())
+    return keys.with_suffixes(inserts), renamed
 
 
-def _parse(body: bytes, floats: dict[str, np.ndarray | None]) -> pa.Table | None:
-    floats_in = frozenset(name for name, mask in floats.items() if mask is not None and mask.any())
+def _parse(body: bytes) -> pa.Table | None:
     options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1 << 16))
     try:
-        return pa_json.read_json(
-            pa.BufferReader(body), read_options=options, parse_options=_parse_options(floats_in)
-        )
+        return pa_json.read_json(pa.BufferReader(body), read_options=options, parse_options=_PARSE_OPTIONS)
     except (pa.ArrowException, ValueError):  # ValueError: includes UnicodeDecodeError
         return None
 
 
-def _float_tokens(body: bytes) -> dict[str, np.ndarray | None]:
-    """Per integer field, for each number in the page (in order), whether it is written as a float."""
-    found: dict[str, np.ndarray | None] = {}
-    for name in INT_FIELDS:
-        if _FLOAT_TOKEN[name].search(body) is None:
-            continue  # no float: nothing to tell apart
-        tokens = _NUMBER_TOKEN[name].findall(body)
-        joined = np.frombuffer(b",".join(tokens), dtype=np.uint8)
-        commas = np.flatnonzero(joined == ord(","))
-        marks = np.flatnonzero(np.isin(joined, _FLOAT_MARKS))
-        written_as_float = np.zeros(len(tokens), dtype=bool)
-        written_as_float[np.searchsorted(commas, marks)] = True
-        found[name] = written_as_float
-    return found
-
-
-def _records(table: pa.Table, floats: dict[str, np.ndarray | None]) -> ArrowRecords | None:
+def _records(table: pa.Table, renamed: dict[str, int]) -> ArrowRecords | None:
     listed = table.column("records").combine_chunks()
     token = table.column("search_token")[0].as_py()
     total = page_total(table.column("total")[0].as_py()) if "total" in table.schema.names else None
@@ -178,22 +170,24 @@ def _records(table: pa.Table, floats: dict[str, np.ndarray | None]) -> ArrowReco
     read = ArrowRecords({}, len(records), token, total)
     for name in API_FIELDS:
         column = columns.pop(name)
-        expected = RECORD_AS_SENT.field(name).type
-        if column.type != expected and not (name in INT_FIELDS and column.type == pa.float64()):
+        if column.type != RECORD_AS_SENT.field(name).type:
             return None
         read.fields[name] = column
     for name in NUMBER_FIELDS:
-        sent = columns.pop(f"{name}{AS_STRING}", None)
-        if sent is not None:
-            if sent.type != pa.string() or not _apart(sent, read.fields[name]):
-                return None
-            read.sent_as_strings[name] = sent
-    for name, column in read.fields.items():
-        if name in INT_FIELDS and column.type == pa.float64():
-            rows = _float_rows(column, floats.get(name))
-            if rows is None:
-                return None
-            read.float_rows[name] = rows
+        sent = {
+            suffix: columns.pop(name + suffix)
+            for suffix in (AS_STRING, AS_FLOAT)
+            if name + suffix in _RENAMED
+        }
+        if any(len(c) - c.null_count != renamed.get(name + suffix, 0) for suffix, c in sent.items()):
+            return None  # a key renamed elsewhere (nested) or sent twice: the general path
+        moved = {suffix: column for suffix, column in sent.items() if renamed.get(name + suffix)}
+        if moved and not _apart(read.fields[name], *moved.values()):
+            return None
+        if AS_STRING in moved:
+            read.sent_as_strings[name] = moved[AS_STRING]
+        if AS_FLOAT in moved:
+            read.sent_as_floats[name] = moved[AS_FLOAT]
     for name, column in columns.items():
         if column.type not in _INFERRED_OK:
             return None  # nested, double (1 and 1.0 look alike), or null only: the general path
@@ -201,26 +195,13 @@ def _records(table: pa.Table, floats: dict[str, np.ndarray | None]) -> ArrowReco
     return read
 
 
-def _apart(first: pa.Array, second: pa.Array) -> bool:
-    """No row holds a value in both (a record that sent the key twice)."""
-    one, two = valid_mask(first), valid_mask(second)
-    both = (np.ones(len(first), bool) if one is None else one) & (
-        np.ones(len(second), bool) if two is None else two
-    )
-    return not both.any()
-
-
-def _float_rows(column: pa.Array, written_as_float: np.ndarray | None) -> np.ndarray | None:
-    """The rows of an integer field read as float64 whose value was written as a float; None when the
-    bytes and the column disagree, or an integer was too large to read exactly as a float64."""
-    valid = valid_mask(column)
-    rows = np.flatnonzero(valid) if valid is not None else np.arange(len(column))
-    if written_as_float is None or len(written_as_float) != len(rows):
-        return None  # the key also appears elsewhere (a nested object): the general path
-    numbers = values(column, np.float64)[rows]
-    if (np.abs(numbers[~written_as_float]) >= _EXACT_IN_FLOAT).any():
-        return None
-    return rows[written_as_float]
+def _apart(*columns: pa.Array) -> bool:
+    """No row holds a value in more than one of `columns` (a record that sent the key twice)."""
+    held = np.zeros(len(columns[0]), dtype=np.int8)
+    for column in columns:
+        valid = valid_mask(column)
+        held += np.int8(1) if valid is None else valid
+    return bool((held <= 1).all())
 
 
 @dataclass
@@ -244,8 +225,6 @@ def read_page(
     read = read_records(body, hints)
     if read is None:
         return None
-    if read.unknown and not _no_explicit_nulls(body, read.unknown):
-        return None
     batch = converter.from_arrow(read)
     if batch is None:
         return None
@@ -254,13 +233,15 @@ def read_page(
     )
 
 
-def _no_explicit_nulls(body: bytes, unknown: dict[str, pa.Array]) -> bool:
+def _no_explicit_nulls(keys: PageKeys, unknown: dict[str, pa.Array]) -> bool:
     """No record sends an unknown key as null (Arrow reads it as absent; the general path keeps it),
     and each key appears as a record's key only (not with spaces around its colon, not nested)."""
     for name, column in unknown.items():
-        key = orjson.dumps(name)
         sent = len(column) - column.null_count
-        if body.count(key + b":null") or body.count(key + b":") != sent or body.count(key) != sent:
+        at = keys.of(name)
+        if len(at) != sent or keys.followed_by(at, b"null").any():
+            return False
+        if keys.body.count(orjson.dumps(name)) != sent:
             return False
     return True
 

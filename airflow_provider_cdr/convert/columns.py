@@ -36,6 +36,7 @@ from airflow_provider_cdr.convert.arrays import (
     bools_of,
     from_numpy,
     numbers_array,
+    present,
     strings_array,
     timestamps_array,
     valid_mask,
@@ -331,6 +332,13 @@ def float_array(field: str, values: list[Any], issues: PageIssues) -> pa.Array:
 def seconds_array(field: str, values: list[Any] | pa.Array, issues: PageIssues) -> pa.Array:
     """``hh:mm:ss`` to seconds, vectorised for every value of that form; the others one by one."""
     odd: list[int] = []
+    if isinstance(values, pa.Array) and (quick := _hms_or_odd(values)) is not None:
+        seconds, odd = quick
+        if not odd:
+            return seconds
+        return _patched(
+            seconds, {row: _coerce_one(field, row, values[row].as_py(), to_seconds, issues) for row in odd}
+        )
     if isinstance(values, pa.Array):
         strings: pa.Array | None = values
     else:
@@ -348,11 +356,50 @@ def seconds_array(field: str, values: list[Any] | pa.Array, issues: PageIssues) 
         if seconds is not None:
             if not odd:
                 return seconds
-            originals = values.to_pylist() if isinstance(values, pa.Array) else values
+            # The odd values only: the whole column as Python objects would cost more than the rest.
+            originals = {
+                row: values[row].as_py() if isinstance(values, pa.Array) else values[row] for row in odd
+            }
             return _patched(
-                seconds, {row: _coerce_one(field, row, originals[row], to_seconds, issues) for row in odd}
+                seconds,
+                {row: _coerce_one(field, row, value, to_seconds, issues) for row, value in originals.items()},
             )
     return _slow_column(field, values, to_seconds, pa.int64(), issues)
+
+
+def _hms_or_odd(strings: pa.Array) -> tuple[pa.Array, list[int]] | None:
+    """Seconds of every ``hh:mm:ss`` value with two-digit hours, null elsewhere, and the rows of the
+    other non-null values (to be coerced one by one); None when those are too many to take singly.
+
+    Drift such as ``"n/a"`` on a few records then costs those records, not a regex over the page.
+    """
+    length = len(strings)
+    _, offsets_buffer, data_buffer = strings.buffers()
+    if data_buffer is None or not length:
+        return None
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=length + 1, offset=strings.offset * 4)
+    nonnull = np.ones(length, dtype=bool) if (valid := valid_mask(strings)) is None else valid
+    rows = np.flatnonzero((np.diff(offsets) == 8) & nonnull)
+    matrix = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[rows, None] + np.arange(8)]
+    digits = matrix[:, [0, 1, 3, 4, 6, 7]] - np.uint8(_ZERO)  # bytes below "0" wrap around to > 9
+    good = (
+        (digits <= 9).all(axis=1)
+        & (matrix[:, [2, 5]] == _COLON).all(axis=1)
+        & (digits[:, [2, 4]] <= 5).all(axis=1)
+    )
+    odd = nonnull.copy()
+    odd[rows[good]] = False
+    odd_rows = np.flatnonzero(odd)
+    if odd_rows.size > max(8, length // 8):
+        return None
+    d = digits[good].astype(np.int64)
+    seconds = np.zeros(length, dtype=np.int64)
+    seconds[rows[good]] = (
+        (d[:, 0] * 10 + d[:, 1]) * 3600 + (d[:, 2] * 10 + d[:, 3]) * 60 + d[:, 4] * 10 + d[:, 5]
+    )
+    found = np.zeros(length, dtype=bool)
+    found[rows[good]] = True
+    return from_numpy(seconds, pa.int64(), None if found.all() else found), odd_rows.tolist()
 
 
 def _only_hms(strings: pa.Array) -> tuple[pa.Array, list[int]]:
@@ -475,31 +522,24 @@ def number_from_arrow(
     column: pa.Array,
     arrow_type: pa.DataType,
     sent_as_strings: pa.Array | None,
-    float_rows: np.ndarray | None,
+    sent_as_floats: pa.Array | None,
     issues: PageIssues,
 ) -> pa.Array | None:
-    """A number field as Arrow read it (int64, or float64 when some value was written as a float),
-    with the values sent as strings or as floats coerced one by one, as :func:`int_array` and
+    """A number field as Arrow read it (int64 or float64), with the values some records sent as
+    strings, or as floats for an integer, coerced one by one, as :func:`int_array` and
     :func:`float_array` coerce them; None when a value must go the general way (out of range)."""
     is_float = arrow_type == pa.float64()
-    if sent_as_strings is None and float_rows is None and column.type == arrow_type:
+    if sent_as_strings is None and sent_as_floats is None and column.type == arrow_type:
         return column
     valid = valid_mask(column)
     valid = np.ones(len(column), dtype=bool) if valid is None else valid.copy()
-    if column.type == pa.float64() and not is_float:
-        numbers = values_of(column, np.float64)
-        data = np.where(valid, numbers, 0).astype(np.int64)
-    else:
-        data = values_of(column, np.float64 if is_float else np.int64).copy()
+    data = values_of(column, np.float64 if is_float else np.int64).copy()
     coerce = to_float if is_float else int_coercer(*_INT_RANGES[arrow_type])
     patches: dict[int, Any] = {}
-    if float_rows is not None:
-        for row in float_rows.tolist():
-            patches[row] = _coerce_one(field, row, float(numbers[row]), coerce, issues)
-    if sent_as_strings is not None:
-        for row, text in enumerate(sent_as_strings.to_pylist()):
-            if text is not None:
-                patches[row] = _coerce_one(field, row, text, coerce, issues)
+    for sent in (sent_as_floats, sent_as_strings):
+        if sent is not None:
+            for row, value in present(sent):
+                patches[row] = _coerce_one(field, row, value, coerce, issues)
     rest = valid.copy()
     rest[list(patches)] = False
     if not is_float and arrow_type != pa.int64():

@@ -41,9 +41,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 
+from airflow_provider_cdr.convert.arrays import present
 from airflow_provider_cdr.convert.columns import (
     STRING_FIELDS,
     PageIssues,
@@ -93,8 +93,8 @@ class ArrowRecords:
     total: int | None
     sent_as_strings: dict[str, pa.Array] = field(default_factory=dict)
     """Number field -> the string values some records sent for it (null elsewhere)."""
-    float_rows: dict[str, np.ndarray] = field(default_factory=dict)
-    """Integer field -> the rows whose value was written as a float (read as float64)."""
+    sent_as_floats: dict[str, pa.Array] = field(default_factory=dict)
+    """Integer field -> the float values some records sent for it (null elsewhere)."""
     unknown: dict[str, pa.Array] = field(default_factory=dict)
     """Fields the schema does not know -> their values (null where a record lacks the key)."""
 
@@ -158,7 +158,7 @@ class RecordConverter:
                 fields[name],
                 CDR_SCHEMA.field(name).type,
                 read.sent_as_strings.get(name),
-                read.float_rows.get(name),
+                read.sent_as_floats.get(name),
                 issues,
             )
             if number is None:
@@ -167,9 +167,8 @@ class RecordConverter:
         columns["duration"] = seconds_array("duration", fields["duration"], issues)
         columns["sla"] = sla_from_strings(fields["sla"], issues)
         for name, unknown in read.unknown.items():
-            for row, value in enumerate(unknown.to_pylist()):
-                if value is not None:
-                    issues.extra.setdefault(row, {})[name] = value
+            for row, value in present(unknown):
+                issues.extra.setdefault(row, {})[name] = value
         return self._finish(columns, issues, read.length)
 
     def _finish(self, columns: dict[str, pa.Array], issues: PageIssues, length: int) -> pa.RecordBatch:

@@ -840,6 +840,11 @@ class StandIn:
 
     # -- handles --------------------------------------------------------------
     @property
+    def pid(self) -> int | None:
+        """The server's process id (None in process or not started): e.g. to read its CPU time."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def url(self) -> str:
         """Base URL, e.g. http://127.0.0.1:40123 (the hook's connection host)."""
         if self._url is None:

@@ -132,6 +132,31 @@ def test_the_connections_proxy_carries_the_requests(fetch: Fetch, monkeypatch: p
     assert request_line.startswith("GET http://cdr.invalid/api/v2/cdr?")  # a proxy's absolute form
 
 
+@BOTH_HOOKS
+@pytest.mark.parametrize("trust_env", [True, False], ids=["trusted environment", "untrusted environment"])
+def test_the_environments_proxy_carries_the_requests_only_when_trusted(
+    fetch: Fetch, monkeypatch: pytest.MonkeyPatch, trust_env: bool
+) -> None:
+    """CDRHook reads HTTP_PROXY / NO_PROXY once per session instead of on every request: still
+    honoured with trust_env on, ignored with it off, and NO_PROXY still bypasses the proxy."""
+    with Recorder("127.0.0.1", one_record) as proxy, Recorder("127.0.0.1", one_record) as server:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "bypassed.invalid")
+        conn_id = set_connection(
+            monkeypatch, "cdr_env_proxy", server.url, KEY, trust_env=str(trust_env).lower()
+        )
+        assert fetch(conn_id, PAGE)["records"] == [{"uuid": "u-1"}]
+        assert (len(proxy.seen), len(server.seen)) == ((1, 0) if trust_env else (0, 1))
+        if trust_env:
+            assert proxy.seen[0][0].startswith(f"GET {server.url}/api/v2/cdr?")  # a proxy's absolute form
+            for name in ("NO_PROXY", "no_proxy"):
+                monkeypatch.setenv(name, "127.0.0.1")
+            assert fetch(conn_id, PAGE)["records"] == [{"uuid": "u-1"}]
+            assert (len(proxy.seen), len(server.seen)) == (1, 1)  # NO_PROXY: straight to the server
+
+
 @pytest.fixture
 def dripping(make_stand_in: Callable[..., Any]) -> Iterator[Any]:
     """A stand-in whose every 200 trickles out at 1,000 bytes/s (a 100-record page: about a minute)."""
