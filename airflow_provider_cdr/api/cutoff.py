@@ -5,6 +5,8 @@ trickles a few bytes at a time holds a request for as long as it likes. Here an 
 is shut down by a timer at the attempt's deadline, and at once when the extraction is cancelled;
 the blocked read then ends with a transport error, which the hook turns into a retry (deadline)
 or into `CDRCancelled` (cancellation). The body is still read in one call into one buffer.
+The deadlines of all requests in flight are kept by one watchdog thread per process: a timer
+thread per request cost a thread start per page, which waits for the GIL while pages parse.
 
 The wait for headers is bounded by the read timeout, capped at the deadline: the socket is only
 reachable once requests hands the response over (and not at all through an HTTPS proxy to an
@@ -14,6 +16,9 @@ HTTPS API, where the per-read timeout is then the only bound).
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -116,16 +121,71 @@ class Attempt:
         if sock is None:
             yield
             return
-        timer = threading.Timer(max(self._ends - time.monotonic(), 0.0), self._cut_off, [sock])
-        timer.daemon = True
         self._cutoff._track(sock)
-        timer.start()
+        watch = _WATCHDOG.watch(self._ends, self, sock)
         try:
             yield
         finally:
-            timer.cancel()
+            _WATCHDOG.forget(watch)
             self._cutoff._untrack(sock)
 
     def _cut_off(self, sock: socket.socket) -> None:
         self._cut = True
         _shut(sock)
+
+
+class _Watchdog:
+    """Shuts the socket of each watched attempt whose deadline passes: one thread for the process,
+    started on first use."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start empty, thread not started (also in a forked child: the parent's lock and thread
+        did not come along)."""
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, Attempt, socket.socket]] = []  # a heap, soonest first
+        self._watched: set[int] = set()
+        self._numbers = itertools.count()
+        self._started = False
+
+    def watch(self, ends: float, attempt: Attempt, sock: socket.socket) -> int:
+        with self._wake:
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._run, name="cdr-request-deadlines", daemon=True).start()
+            number = next(self._numbers)
+            self._watched.add(number)
+            heapq.heappush(self._due, (ends, number, attempt, sock))
+            if self._due[0][1] == number:
+                self._wake.notify()
+            return number
+
+    def forget(self, number: int) -> None:
+        with self._wake:
+            self._watched.discard(number)
+            if len(self._due) > 2 * len(self._watched) + 64:  # drop what finished long before its deadline
+                self._due = [entry for entry in self._due if entry[1] in self._watched]
+                heapq.heapify(self._due)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                while self._due and self._due[0][1] not in self._watched:
+                    heapq.heappop(self._due)
+                if not self._due:
+                    self._wake.wait()
+                    continue
+                left = self._due[0][0] - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                _, number, attempt, sock = heapq.heappop(self._due)
+                self._watched.discard(number)
+                attempt._cut_off(sock)
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):  # Airflow forks task processes
+    os.register_at_fork(after_in_child=_WATCHDOG.reset)

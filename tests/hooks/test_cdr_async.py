@@ -7,6 +7,7 @@ chain. Servers: the stand-in, and small recording servers on loopback (127.0.0.2
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 from airflow_provider_cdr.api.errors import CDRAPIError
 from airflow_provider_cdr.api.settings import HTTP_OPTION_EXTRAS, OWN_EXTRAS
 from airflow_provider_cdr.fake_api.faults import FaultConfig, FaultInjector
-from tests.hook_clients import BOTH_HOOKS, Fetch, set_connection
+from tests.hook_clients import BOTH_HOOKS, Fetch, set_connection, sync_fetch
 from tests.secret_support import (
     KEY_WITH_URL_CHARACTERS,
     assert_secret_absent,
@@ -164,6 +165,38 @@ def dripping(make_stand_in: Callable[..., Any]) -> Iterator[Any]:
     server.set_faults(rate_slow_body=1.0, drip_bytes_per_s=1000)
     yield server
     server.clear_faults()
+
+
+def _fetch_in_child(conn_id: str, answer: Any) -> None:
+    started = time.monotonic()
+    try:
+        sync_fetch(conn_id, PAGE)
+        answer.put(("answered", time.monotonic() - started))
+    except CDRAPIError as err:
+        answer.put((str(err), time.monotonic() - started))
+
+
+def test_request_deadlines_hold_in_a_forked_task_process(
+    dripping: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deadlines are kept by one watchdog thread per process; a task process forked after the
+    parent started it (as Airflow forks) must start its own, or a trickling body would hang it."""
+    conn_id = set_connection(
+        monkeypatch, "cdr_drip_fork", dripping.url, KEY, request_deadline=1, max_retries=0
+    )
+    with pytest.raises(CDRAPIError):  # the parent's watchdog runs from here on
+        sync_fetch(conn_id, PAGE)
+    context = multiprocessing.get_context("fork")
+    answer = context.Queue()
+    child = context.Process(target=_fetch_in_child, args=(conn_id, answer))
+    child.start()
+    try:
+        message, elapsed = answer.get(timeout=30)
+    finally:
+        child.kill()
+        child.join(timeout=30)
+    assert "no whole answer within the request deadline (1s)" in message
+    assert elapsed < 3.0
 
 
 @BOTH_HOOKS
