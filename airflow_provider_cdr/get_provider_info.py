@@ -1,7 +1,9 @@
 """Provider metadata that Airflow's ProvidersManager reads through the entry point.
 
-Cheap to import (no Airflow, requests or pyarrow): the connection form's fields come from the
-specs of the extras in `airflow_provider_cdr.api.extras`, a standard-library module.
+Cheap to import (no Airflow, requests or pyarrow): the connection form's fields and standard-field
+behaviour come from `airflow_provider_cdr.api.extras`, a standard-library module. Airflow 3.2+
+reads them here (`conn-fields`, `ui-field-behaviour`); Airflow 3.1 asks the hook, whose
+`get_connection_form_widgets` / `get_ui_field_behaviour` derive the same from the same module.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_cdr import __version__
-from airflow_provider_cdr.api.extras import conn_fields
+from airflow_provider_cdr.api.extras import conn_fields, ui_field_behaviour
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -46,15 +48,7 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "cdr",
                 "hook-class-name": "airflow_provider_cdr.hooks.cdr.CDRHook",
                 "hook-name": "CDR API (v2)",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {
-                        "host": "https://cc-ams03.voiso.com",
-                        "password": "contact-centre or user API key",
-                        "extra": '{"timezone": "America/Sao_Paulo", "per_page": 10000}',
-                    },
-                },
+                "ui-field-behaviour": ui_field_behaviour(),
                 "conn-fields": conn_fields(),
             }
         ],

@@ -26,7 +26,6 @@ from typing import Any
 
 import cdr_settings
 from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 from cdr_checks import days_to_reland, inspect_partition, is_landed, summary
 
@@ -34,6 +33,11 @@ from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
+
+try:
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
+    from airflow.exceptions import AirflowFailException
 
 log = logging.getLogger(__name__)
 settings = cdr_settings.load()

@@ -22,10 +22,11 @@ def ensure_airflow_db() -> None:
 
 
 def register_dag(dag: Any) -> Any:
-    """Serialise a DAG built inside a test into the metadata DB, as the dag-processor would.
+    """Serialise a DAG into the metadata DB, as the dag-processor would, under the default bundle.
 
-    Airflow 3.3's dag.test() only runs DAGs that a bundle has serialised; a DAG defined in a
-    test module belongs to no bundle, so it is written under the default bundle's name.
+    Airflow 3.3's dag.test() only runs DAGs that a bundle has serialised, and a DAG defined in a
+    test module belongs to no bundle; Airflow 3.1's dag.test() stores a DAG only while it has no
+    version yet, so a DAG parsed again with other settings must be stored again.
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db

@@ -14,8 +14,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="cdr-tests-airflow-home-")
-atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
+# This module runs twice in a session: as pytest's conftest, and as `tests.conftest` for the
+# modules that share its helpers. The second run keeps the first's AIRFLOW_HOME: Airflow has read
+# that one, and a subprocess given os.environ (an API server, a task) must find the same DB.
+_AIRFLOW_HOME = os.environ.get("CDR_TESTS_AIRFLOW_HOME", "")
+if not _AIRFLOW_HOME:
+    _AIRFLOW_HOME = tempfile.mkdtemp(prefix="cdr-tests-airflow-home-")
+    atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
+    os.environ["CDR_TESTS_AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.airflow_db import ensure_airflow_db
+from tests.airflow_compat import dag_bag
+from tests.airflow_db import ensure_airflow_db, register_dag
 from tests.s3_local import create_bucket
 
 DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
@@ -46,11 +47,15 @@ def out(cdr_conn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def load_dag(dag_id: str) -> Any:
-    from airflow.dag_processing.dagbag import BundleDagBag
+    """The DAG parsed with this test's settings, and stored as the dag processor would store it.
 
-    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+    Stored here because Airflow 3.1's dag.test() parses and stores a DAG only the first time
+    (while it has no version yet): a later test's settings (another output path, so another
+    Asset) would otherwise never reach the metadata DB.
+    """
+    bag = dag_bag(DAGS)
     assert bag.import_errors == {}
-    return bag.dags[dag_id]
+    return register_dag(bag.dags[dag_id])
 
 
 def midnight_after(day: str) -> datetime:
@@ -242,7 +247,6 @@ def test_range_dag_lands_again_a_day_landed_as_partial(out: Path, cdr_conn: Any)
 
     from airflow_provider_cdr.api import availability
     from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
-    from tests.airflow_db import register_dag
 
     day = "2024-03-18"
     with DAG("partial_for_range", schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as partial:

@@ -28,7 +28,7 @@ PACKAGE = "airflow_provider_cdr"
 REPOSITORY = "https://github.com/airflow-provider-cdr/airflow-provider-cdr"
 NOT_SHIPPED = ("tests", "benchmarks", "dags_examples", "scripts", "docs", "docker")
 LEFT_OUT_OF_THE_COPY = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".demo", ".airflow", "out"
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".demo", ".airflow", "out"
 )
 
 
@@ -151,6 +151,20 @@ def test_dev_tools_are_not_published(metadata: Message) -> None:
     assert {"apache-airflow", "apache-airflow-providers-http", "pyarrow"} <= names
     s3 = [r for r in requires if r.marker is not None and r.marker.evaluate({"extra": "s3"})]
     assert [r.name for r in s3] == ["apache-airflow-providers-amazon"]
+
+
+def test_the_oldest_airflow_tested_is_the_oldest_the_metadata_allows(metadata: Message) -> None:
+    """`make test-oldest` installs the pyproject's lower bound of Airflow, not some later release."""
+    requires = {r.name: r for r in (Requirement(text) for text in metadata.get_all("Requires-Dist", []))}
+    (lower,) = requires["apache-airflow"].specifier
+    assert lower.operator == ">="
+    pins = [
+        Requirement(line)
+        for line in (ROOT / ".ci" / "oldest-airflow.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert str(pins[0]) == f"apache-airflow=={lower.version}"
+    assert "oldest-airflow.txt" in (ROOT / "Makefile").read_text()
 
 
 def test_entry_points_register_the_provider_and_the_stand_in(wheel: zipfile.ZipFile, dist_info: str) -> None:

@@ -3,9 +3,11 @@
 A spec gives an extra's name, type, default, form label, help text and JSON-schema bounds. From
 this table come the casts, defaults and range checks of
 :class:`~airflow_provider_cdr.api.settings.CDRConnectionSettings`, ``OWN_EXTRAS``, the extras
-never sent as headers, and the connection form's ``conn-fields`` (:func:`conn_fields`, used by
-``get_provider_info``). The README's table of connection settings is checked against it by the
-tests.
+never sent as headers, and the connection form's fields: ``conn-fields`` (:func:`conn_fields`, used
+by ``get_provider_info``; Airflow 3.2+ reads them) and ``CDRHook.get_connection_form_widgets``
+(Airflow 3.1 reads that). The form's standard fields (hidden, relabelled, their placeholders) are
+:func:`ui_field_behaviour`'s, for both. The README's table of connection settings is checked
+against it by the tests.
 
 Two kinds of extras: the provider's own (``http_option=False``), parsed into
 ``CDRConnectionSettings``; and HttpHook's request options (``verify``, ``cert``, ``proxies``,
@@ -246,3 +248,17 @@ DOCUMENTED_HTTP_OPTIONS: tuple[str, ...] = tuple(spec.name for spec in EXTRAS if
 def conn_fields() -> dict[str, dict[str, Any]]:
     """``conn-fields`` of the connection type: one form field per extra, in the table's order."""
     return {spec.name: spec.form_field() for spec in EXTRAS}
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """``ui-field-behaviour`` of the connection type: the standard fields the form hides or relabels,
+    and placeholders. A new dict on every call (Airflow rewrites the placeholders' keys in place)."""
+    return {
+        "hidden-fields": ["schema", "login", "port"],
+        "relabeling": {"host": "Base URL", "password": "API key"},
+        "placeholders": {
+            "host": "https://cc-ams03.voiso.com",
+            "password": "contact-centre or user API key",
+            "extra": '{"timezone": "America/Sao_Paulo", "per_page": 10000}',
+        },
+    }

@@ -33,6 +33,7 @@ from airflow_provider_cdr.api.errors import (
     tls_error,
 )
 from airflow_provider_cdr.api.extraction import Extraction, ExtractionStats
+from airflow_provider_cdr.api.extras import EXTRAS, ui_field_behaviour
 from airflow_provider_cdr.api.page import Page, PageFormat, read_json
 from airflow_provider_cdr.api.paging import MAX_PER_PAGE
 from airflow_provider_cdr.api.query import CDRQuery, build_query
@@ -344,6 +345,34 @@ class CDRHook(HttpHook):
         raise CDRPagingError(f"GET {path} still had rows after {MAX_LOOKUP_PAGES} pages; stopping")
 
     # -- UI ----------------------------------------------------------------------------------------
+
+    # The connection form. Airflow 3.2+ builds it from the provider info (``conn-fields``,
+    # ``ui-field-behaviour``) and does not call these two when those are declared; Airflow 3.1
+    # builds it from these alone. Both are derived from ``api.extras``, so every release shows
+    # the same fields, labels and help texts.
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """One form field per extra of ``EXTRAS``: its label, and its help (and default) as description.
+
+        WTForms is imported here, not with the module: Airflow 3.1's UI calls this with stand-ins
+        for WTForms' field classes, so WTForms need not be installed (without it, Airflow calls
+        this nowhere else). An integer extra is an IntegerField, a boolean one a BooleanField, any
+        other a StringField (the text is read as the JSON value would be). No validators and no
+        Flask-AppBuilder widgets: the UI takes only the field's type, label and description.
+        """
+        from wtforms import BooleanField, IntegerField, StringField
+
+        classes: dict[tuple[str, ...], Any] = {("integer",): IntegerField, ("boolean",): BooleanField}
+        return {
+            spec.name: classes.get(spec.types, StringField)(spec.label, description=spec.description())
+            for spec in EXTRAS
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The provider info's ``ui-field-behaviour``, with the keys Airflow's hook interface uses."""
+        return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: one request (a page of one record), no retry, at most

@@ -50,8 +50,9 @@ async def _get_connection(conn_id: str) -> tuple[Any, dict[str, Any]]:
     finds environment and secrets-backend connections but not metadata-DB ones: on "not found"
     the synchronous lookup is tried once more, in a thread.
     """
-    from airflow.sdk.exceptions import AirflowNotFoundException
     from asgiref.sync import sync_to_async
+
+    from airflow_provider_cdr.compat import AirflowNotFoundException
 
     try:
         from airflow.providers.common.compat.connection import (

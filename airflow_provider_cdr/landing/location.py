@@ -8,6 +8,7 @@ Local disk gets atomic renames and a file lock (``local_store``); anything else 
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from upath import UPath
 
@@ -27,3 +28,14 @@ def local_path(location: str | os.PathLike[str] | UPath) -> str:
     if isinstance(location, UPath):
         return os.path.abspath(location.path)
     return os.path.abspath(os.fspath(location).removeprefix("file://").removeprefix("local://"))
+
+
+def plain_url(location: UPath) -> str:
+    """The URL of `location` without userinfo: where the data is, never a connection id.
+
+    Airflow's ObjectStoragePath keeps its ``conn_id`` as the URL's user (``s3://conn@bucket/key``):
+    in ``str()`` always, and in ``as_uri()`` too on Airflow 3.1 (where it is a ``CloudPath``; from
+    3.2 it is a ``ProxyUPath``, whose ``as_uri()`` leaves it out). The same URL on every release.
+    """
+    parts = urlsplit(location.as_uri())
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -74,6 +74,7 @@ from airflow_provider_cdr.landing.conditional import (
     supports_conditional_writes,
 )
 from airflow_provider_cdr.landing.lease import LEASE_DIR, DayLease, PartitionBusyError
+from airflow_provider_cdr.landing.location import plain_url
 from airflow_provider_cdr.landing.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,8 @@ class ObjectPartitionStore:
         self.partition = base / day_dir
         self.fs = self.partition.fs
         self.prefix = self.partition.path.rstrip("/")
-        # as_uri() leaves out the conn_id that str() shows as userinfo (s3://conn@bucket/...).
-        self.location = self.partition.as_uri()
-        self.manifest_path = (self.partition / MANIFEST_NAME).as_uri()
+        self.location = plain_url(self.partition)  # never the conn_id (s3://conn@bucket/...)
+        self.manifest_path = plain_url(self.partition / MANIFEST_NAME)
         self.conditional = supports_conditional_writes(self.fs)
         self.lease = DayLease(
             self.fs,

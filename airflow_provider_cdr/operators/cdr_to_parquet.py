@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.definitions._internal.mixins import ResolveMixin
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.api.availability import as_timedelta
@@ -18,6 +17,7 @@ from airflow_provider_cdr.api.errors import CDRConfigError, CDRSearchTokenExpire
 from airflow_provider_cdr.api.extraction import Extraction
 from airflow_provider_cdr.api.paging import MAX_PER_PAGE
 from airflow_provider_cdr.api.query import CDRQuery, time_zone
+from airflow_provider_cdr.compat import AirflowFailException
 from airflow_provider_cdr.convert.formats import CDRBatches
 from airflow_provider_cdr.convert.records import RecordConverter
 from airflow_provider_cdr.days.day_window import DayWindow

@@ -13,8 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.api.availability import (
@@ -30,6 +29,7 @@ from airflow_provider_cdr.api.availability import (
 )
 from airflow_provider_cdr.api.errors import CDRAPIError, CDRQueryError
 from airflow_provider_cdr.api.query import CDRQuery, time_zone
+from airflow_provider_cdr.compat import AirflowFailException, AirflowSkipException, conf
 from airflow_provider_cdr.days.day_window import DayWindow
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from airflow_provider_cdr.tasks.arguments import (

@@ -19,6 +19,7 @@ from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.api.errors import CDRQueryError
 from airflow_provider_cdr.fake_api.faults import FaultConfig, FaultInjector
 from airflow_provider_cdr.triggers.cdr import CDRRecordsTrigger
+from tests.airflow_compat import import_string, serde
 from tests.tls_stand_in import TLSStandIn, private_ca, server_certificate
 
 # 2024-03-19 in São Paulo (UTC-3): complete on the stand-in frozen at 2024-03-20T12:00Z.
@@ -57,9 +58,7 @@ def clean_api(api: Any) -> Iterator[Any]:
 
 
 def test_serialize_round_trips_exactly() -> None:
-    from airflow.sdk._shared.module_loading import import_string
-    from airflow.sdk.serde import deserialize, serialize
-
+    serialize, deserialize = serde()
     trigger = CDRRecordsTrigger(
         conn_id="cdr_x",
         params={**DAY, "type": "inbound,outbound"},
