@@ -170,18 +170,9 @@ def _with_nulls_all(values: np.ndarray, valid: np.ndarray | None, arrow_type: pa
 
 def _hms_seconds(strings: pa.Array) -> pa.Array | None:
     """``hh:mm:ss`` strings to seconds; None when a value is not of that form."""
-    tail = _tail_bytes(strings, 8)
-    if tail is not None:
-        matrix, valid, sizes = tail
-        digits = _digits(matrix, [0, 1, 3, 4, 6, 7])
-        if (
-            digits is not None
-            and (sizes == 8).all()
-            and (matrix[:, [2, 5]] == _COLON).all()
-            and (digits[:, [2, 4]] <= 5).all()
-        ):
-            hours, minutes, seconds = (digits[:, i] * 10 + digits[:, i + 1] for i in (0, 2, 4))
-            return _with_nulls(hours * 3600 + minutes * 60 + seconds, valid, pa.int64())
+    quick = _hms_or_odd(strings)
+    if quick is not None and not quick[1]:
+        return quick[0]
     # One-digit or 3+-digit hours: still vectorised, by regex.
     parts = pc.extract_regex(strings, HMS)
     if parts.null_count != strings.null_count:

@@ -65,16 +65,6 @@ class PageKeys:
         starts[inside] = self.bytes[after[inside]]
         return starts
 
-    def followed_by(self, at: np.ndarray, text: bytes) -> np.ndarray:
-        """Per key, whether its value starts with `text` (e.g. ``null``)."""
-        width = len(text)
-        fits = at + 1 + width <= len(self.bytes)
-        found = np.zeros(len(at), dtype=bool)
-        if fits.any():
-            window = self.bytes[at[fits][:, None] + 1 + np.arange(width)]
-            found[fits] = (window == np.frombuffer(text, dtype=np.uint8)).all(axis=1)
-        return found
-
     def written_as_float(self, at: np.ndarray) -> np.ndarray | None:
         """Per key whose value is a number, whether the number is written with a fraction or an
         exponent; None when a token is too long to tell here (the page then goes the general way)."""
