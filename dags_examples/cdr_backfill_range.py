@@ -23,12 +23,8 @@ from airflow.sdk import DAG, Param, task
 from cdr_checks import day_has_settled, is_landed
 
 from airflow_provider_cdr.api import availability
+from airflow_provider_cdr.compat import AirflowFailException
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
-
-try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
-    from airflow.exceptions import AirflowFailException
 
 # One request per run would not be the problem; a typo'd year would.
 MAX_DAYS = 400

@@ -31,13 +31,9 @@ from cdr_checks import days_to_reland, inspect_partition, is_landed, summary
 
 from airflow_provider_cdr.api import availability
 from airflow_provider_cdr.api.query import time_zone
+from airflow_provider_cdr.compat import AirflowFailException
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
 from airflow_provider_cdr.sensors.cdr import CDRRecordsSensor
-
-try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
-    from airflow.exceptions import AirflowFailException
 
 log = logging.getLogger(__name__)
 settings = cdr_settings.load()
