@@ -48,11 +48,10 @@ def uuid_keys(uuids: Sequence[str] | pa.Array) -> np.ndarray:
             chars = data[offsets[0] : offsets[-1]].reshape(count, _UUID_LENGTH)
         else:
             chars = data[offsets[rows, None] + np.arange(_UUID_LENGTH)]
-        nibbles = _NIBBLE[chars[:, _HEX_COLUMNS]]
-        good = np.all(chars[:, _DASHES] == ord("-"), axis=1) & np.all(nibbles != 255, axis=1)
-        rows, nibbles = rows[good], nibbles[good]
+        good, decoded = _decode(chars)
+        rows = rows[good]
         canonical[rows] = True
-        keys[rows] = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+        keys[rows] = decoded[good]
     if not canonical.all():
         texts = array.to_pylist()
         for row in np.flatnonzero(~canonical):
@@ -60,6 +59,20 @@ def uuid_keys(uuids: Sequence[str] | pa.Array) -> np.ndarray:
             digest = hashlib.blake2b(b"\x00" + text.encode(), digest_size=16).digest()
             keys[row] = np.frombuffer(digest, dtype=np.uint8)
     return _as_pairs(keys)
+
+
+def canonical_uuid_keys(chars: np.ndarray) -> np.ndarray | None:
+    """Keys of uuids given as an (n, 36) array of their bytes, as uuid_keys gives them; None unless
+    every one is canonical (hex digits and dashes where a uuid has them)."""
+    good, decoded = _decode(chars)
+    return _as_pairs(np.ascontiguousarray(decoded)) if good.all() else None
+
+
+def _decode(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of uuid bytes, whether it is canonical, and its 16 bytes (meaningful where it is)."""
+    nibbles = _NIBBLE[chars[:, _HEX_COLUMNS]]
+    good = np.all(chars[:, _DASHES] == ord("-"), axis=1) & np.all(nibbles != 255, axis=1)
+    return good, (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
 
 
 def _as_pairs(keys: np.ndarray) -> np.ndarray:

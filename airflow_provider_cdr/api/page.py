@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -20,6 +20,8 @@ import orjson
 from airflow_provider_cdr.api.errors import CDRAPIError
 
 T = TypeVar("T")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 class UnreadablePage(Exception):
@@ -79,13 +81,18 @@ def page_total(value: Any) -> int | None:
 
 def _instant_ms(record: Any) -> int | None:
     stamp = record.get("timestamp") if isinstance(record, dict) else None
-    if not isinstance(stamp, str):
-        return None
+    return instant_ms(stamp) if isinstance(stamp, str) else None
+
+
+def instant_ms(stamp: str) -> int | None:
+    """Epoch ms of an ISO 8601 instant with an offset, rounded down as Arrow's cast rounds it."""
     try:
         moment = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp.endswith("Z") else stamp)
     except ValueError:
         return None
-    return int(moment.timestamp() * 1000) if moment.tzinfo is not None else None
+    if moment.tzinfo is None:
+        return None
+    return (moment - _EPOCH) // _MILLISECOND
 
 
 def records_span(records: Sequence[Any]) -> tuple[int, int] | None:

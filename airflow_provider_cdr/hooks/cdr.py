@@ -255,6 +255,8 @@ class CDRHook(HttpHook):
         :param per_page: records asked per page (default: the connection's ``per_page``).
         :param concurrency: queries run at once (default 1).
         """
+        from airflow_provider_cdr.convert.page_scan import scan_page
+
         session = self.get_conn()
         gate = shared_gate(self.base_url, self.settings.rate_limit)
         stats = ExtractionStats()
@@ -271,6 +273,7 @@ class CDRHook(HttpHook):
             stats=stats,
             close=session.close,
             cancel=cutoff.cancel,
+            scan=scan_page,
         )
 
     def iter_pages(self, per_page: int | None = None, **filters: Any) -> Iterator[list[dict[str, Any]]]:

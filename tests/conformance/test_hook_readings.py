@@ -38,18 +38,24 @@ def hook_for(server: StandIn, monkeypatch: pytest.MonkeyPatch) -> CDRHook:
     return CDRHook(cdr_conn_id=CONN_ID)
 
 
-def land_day(hook: CDRHook, day: str, per_page: int) -> tuple[list[str], Any]:
-    """The day's uuids as the hook yields them, and what its paging learned and counted."""
-    extraction = hook.extraction(RecordDicts(), per_page=per_page)
+def land_day(hook: CDRHook, day: str, per_page: int, concurrency: int) -> tuple[list[str], Any]:
+    """The day's uuids as the hook yields them, and what its paging learned and counted.
+
+    With `concurrency` 2 there is a parser pool, so pages under READ_AHEAD_MAX_BYTES are read
+    ahead: the next request is decided from the bytes' scanned facts (convert/page_scan.py).
+    """
+    extraction = hook.extraction(RecordDicts(), per_page=per_page, concurrency=concurrency)
     query = hook.build_query(start_date=day, end_date=day)
     uuids = [record["uuid"] for page in extraction.run([query.as_params()]) for record in page]
     return uuids, extraction.paging
 
 
-def check_day(server: StandIn, hook: CDRHook, fields: dict[str, Any], day: str, per_page: int) -> bool:
+def check_day(
+    server: StandIn, hook: CDRHook, fields: dict[str, Any], day: str, per_page: int, concurrency: int = 1
+) -> bool:
     """Land `day` under the reading `fields`; True if it landed (else it failed clearly)."""
     with exact_or_clear_failure(fields, per_page) as failed:
-        uuids, paging = land_day(hook, day, per_page)
+        uuids, paging = land_day(hook, day, per_page, concurrency)
     if failed[0]:
         return False
     assert len(uuids) == len(set(uuids)), "a record was yielded twice"
@@ -60,10 +66,16 @@ def check_day(server: StandIn, hook: CDRHook, fields: dict[str, Any], day: str, 
     return True
 
 
-@pytest.mark.parametrize("per_page", [10_000, 1000])
+# Pages of 1,000 records are read ahead (concurrency 2); pages of 10,000 are read before the next request.
+@pytest.mark.parametrize(("per_page", "concurrency"), [(10_000, 1), (1000, 2)], ids=["10000", "1000-ahead"])
 @pytest.mark.parametrize(("label", "fields"), READINGS, ids=[label for label, _ in READINGS])
 def test_every_day_lands_exactly_under_every_reading(
-    reading_stand_in: Any, monkeypatch: pytest.MonkeyPatch, label: str, fields: dict, per_page: int
+    reading_stand_in: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    label: str,
+    fields: dict,
+    per_page: int,
+    concurrency: int,
 ) -> None:
     tie_group = 7 if fields.get("edge_ties") == "resend" else 1
     server = reading_stand_in(fields, tie_group)
@@ -71,7 +83,7 @@ def test_every_day_lands_exactly_under_every_reading(
     landed = []
     for day in DAY_SIZES:
         server.reset_stats()
-        landed.append(check_day(server, hook, fields, day, per_page))
+        landed.append(check_day(server, hook, fields, day, per_page, concurrency))
     assert any(landed)
 
 
@@ -106,6 +118,7 @@ EXAMPLES = int(os.environ.get("CDR_READINGS_EXAMPLES", "40"))
     tie_group=st.sampled_from([1, 7]),
     day=st.sampled_from(sorted(DAY_SIZES)),
     per_page=st.sampled_from([10_000, 2500, 1000, 7]),
+    concurrency=st.sampled_from([1, 2]),
 )
 def test_drawn_readings_land_exactly(
     reading_stand_in: Any,
@@ -115,10 +128,11 @@ def test_drawn_readings_land_exactly(
     tie_group: int,
     day: str,
     per_page: int,
+    concurrency: int,
 ) -> None:
     if asked_offsets and fields["page_sizes"] == "constant":
         fields = {**fields, "page_offset": "asked"}
     if (fields["page_cap"] or per_page) < 100 and DAY_SIZES[day] > 10_000:
         day = "2024-03-05"  # pages of a few records: keep the day small, the edges are the same
     server = reading_stand_in(fields, tie_group)
-    check_day(server, hook_for(server, monkeypatch), fields, day, per_page)
+    check_day(server, hook_for(server, monkeypatch), fields, day, per_page, concurrency)

@@ -1,0 +1,132 @@
+"""Read-ahead: a slice asks for its next page while the last one is still being read, and never
+lands a page whose full read disagrees with the facts the paging acted on.
+
+Real HTTP to the stand-in; the page formats are the real ones, wrapped to hold a read back or
+to misread a page on purpose.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from airflow_provider_cdr.api import extraction as extraction_module
+from airflow_provider_cdr.api.errors import CDRPagingError
+from airflow_provider_cdr.api.extraction import Extraction
+from airflow_provider_cdr.api.page import Page, UnreadablePage
+from airflow_provider_cdr.convert.formats import RecordDicts
+from airflow_provider_cdr.hooks.cdr import CDRHook
+from tests.hooks.test_cdr_hook import DAY, use_connection
+
+
+@pytest.fixture
+def hook(api: Any, monkeypatch: pytest.MonkeyPatch) -> CDRHook:
+    return use_connection(monkeypatch, "cdr_read_ahead", api.url, api.api_key)
+
+
+class Wrapped(RecordDicts):
+    """RecordDicts, with a hook run before each read (`before`) and one applied to its page (`after`)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def before(self, number: int) -> None:
+        pass
+
+    def after(self, number: int, page: Page[list[Any]]) -> Page[list[Any]]:
+        return page
+
+    def read(self, body: bytes) -> Page[list[Any]]:
+        self.reads += 1
+        number = self.reads
+        self.before(number)
+        return self.after(number, super().read(body))
+
+
+def day_extraction(hook: CDRHook, page_format: RecordDicts) -> tuple[Extraction[Any], list[dict[str, str]]]:
+    """One query for the day in pages of 500 (2,500 records: five pages), with a parser pool."""
+    extraction = hook.extraction(page_format, per_page=500, concurrency=2)
+    return extraction, [hook.build_query(start_date=DAY, end_date=DAY).as_params()]
+
+
+def requests_sent(extraction: Extraction[Any]) -> threading.Event:
+    """Set when the extraction sends its second request."""
+    second, fetch, sent = threading.Event(), extraction.fetch, [0]
+
+    def counting(params: Mapping[str, str], read: Any) -> Page[Any]:
+        sent[0] += 1
+        if sent[0] == 2:
+            second.set()
+        return fetch(params, read)
+
+    extraction.fetch = counting
+    return second
+
+
+def landed_uuids(extraction: Extraction[Any], queries: list[dict[str, str]]) -> list[str]:
+    return [record["uuid"] for page in extraction.run(queries) for record in page]
+
+
+def test_the_next_request_goes_out_while_the_page_is_read(hook: CDRHook, api: Any) -> None:
+    seen_second: list[bool] = []
+
+    class HeldBack(Wrapped):
+        def before(self, number: int) -> None:
+            if number == 1:  # page 1's read waits for the request of page 2 (the timeout only fails the test)
+                seen_second.append(second.wait(timeout=30))
+
+    extraction, queries = day_extraction(hook, HeldBack())
+    second = requests_sent(extraction)
+    uuids = landed_uuids(extraction, queries)
+    assert seen_second == [True]
+    assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
+
+
+def test_large_pages_are_read_before_the_next_request(
+    hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
+    seen_second: list[bool] = []
+
+    class Watched(Wrapped):
+        def before(self, number: int) -> None:
+            if number == 1:
+                seen_second.append(second.is_set())
+
+    extraction, queries = day_extraction(hook, Watched())
+    second = requests_sent(extraction)
+    assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
+    assert seen_second == [False]
+
+
+def test_a_page_whose_full_read_disagrees_fails_the_run(hook: CDRHook, api: Any) -> None:
+    class Misread(Wrapped):
+        def after(self, number: int, page: Page[list[Any]]) -> Page[list[Any]]:
+            if number == 2:  # the full read loses the page's last record
+                return Page(page.payload[:-1], page.keys[:-1], page.received - 1, page.token, page.total)
+            return page
+
+    extraction, queries = day_extraction(hook, Misread())
+    landed: list[str] = []
+    with pytest.raises(CDRPagingError, match="differ from what its bytes were first read to say"):
+        for page in extraction.run(queries):
+            landed += [record["uuid"] for record in page]
+    assert len(landed) == 500  # page 1 only: the misread page is never handed on
+
+
+def test_a_page_read_ahead_that_turns_out_unreadable_is_asked_again(hook: CDRHook, api: Any) -> None:
+    class OnceUnreadable(Wrapped):
+        def before(self, number: int) -> None:
+            if number == 2:
+                raise UnreadablePage("cut short")
+
+    page_format = OnceUnreadable()
+    extraction, queries = day_extraction(hook, page_format)
+    uuids = landed_uuids(extraction, queries)
+    assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
+    assert extraction.stats.retries == 1
+    assert np.unique(uuids).size == len(uuids)
