@@ -124,6 +124,7 @@ def test_chat_pages_with_sla_objects_are_scanned() -> None:
         # A uuid that is not canonical, a missing or null or odd timestamp at an edge.
         orjson.dumps({"records": [record(1), {**record(2), "uuid": "call-2"}]}),
         orjson.dumps({"records": [record(1), {"uuid": UUID}]}),
+        orjson.dumps({"timestamp": STAMP, "records": [record(1), {"uuid": UUID, "type": "inbound"}]}),
         orjson.dumps({"records": [record(1), record(2, timestamp=None)]}),
         orjson.dumps({"records": [record(1, timestamp="2024-07-31 12:43:09Z")]}),
         orjson.dumps({"records": [record(1, timestamp="2024-02-30T12:43:09Z")]}),

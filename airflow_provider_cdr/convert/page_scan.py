@@ -52,8 +52,10 @@ def scan_page(body: bytes) -> Page[None] | None:
     uuids, stamps, slas = keys.of("uuid"), keys.of("timestamp"), keys.of("sla")
     nested = int(np.count_nonzero(keys.value_starts(slas) == _OPEN))
     count = len(uuids)
-    if not count or opens != count + nested or len(stamps) != count or uuids[0] < start or uuids[-1] > end:
+    if not count or opens != count + nested or len(stamps) != count:
         return None
+    if min(uuids[0], stamps[0]) < start or max(uuids[-1], stamps[-1]) > end:
+        return None  # a page-level key of that name: the records' own are not all there
     page_keys = _uuid_keys(keys.bytes, uuids)
     first, last = _instant_ms(body, int(stamps[0])), _instant_ms(body, int(stamps[-1]))
     if page_keys is None or first is None or last is None:
