@@ -12,9 +12,10 @@ first ``[`` opens the records array right after a top-level ``"records":`` and i
 closes it; inside it every ``{`` opens a record or its ``sla`` object (so no brace sits inside a
 string and no unknown nested object hides a ``"uuid"`` key); each record has one canonical uuid
 and one ``timestamp``; the edges' timestamps are plain ISO 8601 with an offset. Anything else
-gives None, and the caller waits for the full read, as it always did. The page's own keys (``search_token``, ``total``) are read by ``orjson`` from the body with
-the records array cut out, so they are exactly what a full read finds. The full read's facts are
-still compared with these before the page is handed on (a difference fails the run, loudly).
+gives None, and the caller waits for the full read, as it always did. The page's own keys
+(``search_token``, ``total``) are read by ``orjson`` from the body with the records array cut
+out, so they are exactly what a full read finds. The full read's facts are still compared with
+these before the page is handed on (a difference fails the run, loudly).
 """
 
 from __future__ import annotations
