@@ -92,6 +92,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from airflow_provider_cdr.convert.schema import CDR_SCHEMA, DICTIONARY_COLUMNS, SCHEMA_VERSION
+from airflow_provider_cdr.landing.delta_store import TABLE_FORMATS, DeltaPartitionStore
 from airflow_provider_cdr.landing.lease import (
     DEFAULT_LEASE_TTL,
     LeaseLostError,
@@ -200,6 +201,8 @@ class DayPartitionWriter:
         local disk); a ``str`` with ``://`` is taken as a ``UPath`` with fsspec's own credentials.
     :param day: the partition's day.
     :param run_id: names the files; defaults to the UTC time the writer was made.
+    :param table_format: ``"parquet"`` (the Hive layout above) or ``"delta"``: the day as the partition
+        ``date=D`` of a Delta Lake table at ``base``, replaced by one Delta commit (``delta_store``).
     :param lease_ttl: on object storage, how long the day's lease holds without renewal (it is
         renewed every third of that while the writer is open): a writer that died blocks its day
         for at most this long. Not used on local disk, where the lock dies with the process.
@@ -216,6 +219,7 @@ class DayPartitionWriter:
         file_rows: int = 1_000_000,
         run_id: str | None = None,
         lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+        table_format: str = "parquet",
     ) -> None:
         if not isinstance(day, date) or isinstance(day, datetime):
             raise TypeError(f"day must be a datetime.date, not {type(day).__name__}")
@@ -223,6 +227,8 @@ class DayPartitionWriter:
             raise ValueError("row_group_rows and file_rows must be positive")
         if lease_ttl <= timedelta(0):
             raise ValueError(f"lease_ttl must be positive, got {lease_ttl}")
+        if table_format not in TABLE_FORMATS:
+            raise ValueError(f"table_format must be one of {', '.join(TABLE_FORMATS)}, got {table_format!r}")
         self.day = day
         self.schema = schema
         self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -232,7 +238,9 @@ class DayPartitionWriter:
         self._file_rows = file_rows
         day_dir = f"date={day.isoformat()}"
         self._store: _PartitionStore
-        if is_local(base):
+        if table_format == "delta":
+            self._store = DeltaPartitionStore(base, day_dir, schema)
+        elif is_local(base):
             local = Path(local_path(base))
             self._store = LocalStore(local, day_dir, self._token, self._holder())
         else:

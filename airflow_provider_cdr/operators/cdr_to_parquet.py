@@ -23,6 +23,7 @@ from airflow_provider_cdr.convert.records import RecordConverter
 from airflow_provider_cdr.days.day_window import DayWindow
 from airflow_provider_cdr.days.zone_check import CDRTimeZoneMismatch, ZoneCheck
 from airflow_provider_cdr.hooks.cdr import CDRHook
+from airflow_provider_cdr.landing.delta_store import TABLE_FORMATS, check_delta_location, require_deltalake
 from airflow_provider_cdr.landing.memory import system_arrow_pool
 from airflow_provider_cdr.landing.writer import DayPartitionWriter, PartitionSummary
 from airflow_provider_cdr.tasks.arguments import (
@@ -74,6 +75,10 @@ class CDRToParquetOperator(BaseOperator):
         versions whose outlet events have ``add_partitions``; elsewhere ignored). Off by default:
         Airflow then queues only partition-aware DAGs on the event, not DAGs plainly scheduled on
         the Asset.
+    :param table_format: ``"parquet"`` (default): the Hive partition above, with its ``_manifest.json``;
+        ``"delta"``: the day as the partition ``date=D`` of a Delta Lake table at ``output_path``
+        (local disk or S3; needs the ``delta`` extra), replaced by one Delta commit whose metadata
+        holds the manifest (``cdr.manifest``). See the README's "Table formats".
 
     **Assets.** When ``output_path`` is known when the DAG is parsed (a plain str or an
     ``ObjectStoragePath``), the task's outlet is ``Asset(asset_uri(output_path))`` (``file:///abs/path``
@@ -115,6 +120,7 @@ class CDRToParquetOperator(BaseOperator):
         max_out_of_day_share: float = MAX_OUT_OF_DAY_SHARE,
         check_offsets: bool = True,
         asset_partition_key: bool = False,
+        table_format: str = "parquet",
         **kwargs: Any,
     ) -> None:
         # Known when the DAG is parsed (not an XComArg, not a template): checked, and its Asset declared.
@@ -135,6 +141,12 @@ class CDRToParquetOperator(BaseOperator):
         )
         if compression not in COMPRESSIONS:
             raise CDRConfigError(f"compression={compression!r} is not one of {', '.join(COMPRESSIONS)}")
+        if table_format not in TABLE_FORMATS:
+            raise CDRConfigError(f"table_format={table_format!r} is not one of {', '.join(TABLE_FORMATS)}")
+        if table_format == "delta":
+            require_deltalake()
+            if location is not None and not is_templated(location):
+                check_delta_location(location)
         if not 0 <= max_out_of_day_share < 1:
             raise CDRConfigError(f"max_out_of_day_share={max_out_of_day_share} must be in [0, 1)")
         if location is not None and not is_templated(location) and "outlets" not in kwargs:
@@ -158,6 +170,7 @@ class CDRToParquetOperator(BaseOperator):
         self.max_out_of_day_share = max_out_of_day_share
         self.check_offsets = check_offsets
         self.asset_partition_key = asset_partition_key
+        self.table_format = table_format
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = CDRHook(cdr_conn_id=self.cdr_conn_id)
@@ -234,6 +247,7 @@ class CDRToParquetOperator(BaseOperator):
             row_group_rows=self.row_group_rows,
             file_rows=self.file_rows,
             run_id=run_id,
+            table_format=self.table_format,
         ) as writer:
             for batch in extraction.run([s.as_params() for s in slices]):
                 writer.write_batch(zone_check.keep(batch))
