@@ -86,7 +86,9 @@ def summarise_day(day: date) -> pa.Table:
     """One row per agent of the landed `day`, computed by DuckDB over the day's Arrow table."""
     import duckdb  # only this task needs it: `pip install duckdb`
 
-    landed = read_landed_day(settings.records_path, day, COLUMNS, settings.output_conn_id)
+    landed = read_landed_day(
+        settings.records_path, day, COLUMNS, settings.output_conn_id, settings.table_format
+    )
     with duckdb.connect() as connection:
         connection.register("records", landed)
         cursor = connection.execute(SUMMARY_SQL)

@@ -77,7 +77,7 @@ with DAG(
         todo = [
             day.isoformat()
             for day in days
-            if not is_landed(settings.records_path, day, settings.output_conn_id)
+            if not is_landed(settings.records_path, day, settings.output_conn_id, settings.table_format)
         ]
         log.info("%d days asked, %d already landed, %d to land", len(days), len(days) - len(todo), len(todo))
         return todo
@@ -87,6 +87,7 @@ with DAG(
         cdr_conn_id=settings.cdr_conn_id,
         output_path=settings.records_path,
         output_conn_id=settings.output_conn_id,
+        table_format=settings.table_format,
         timezone=settings.timezone,
         settle_period=settings.settle_period,
         pool=settings.pool,

@@ -19,6 +19,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.days.day_window import DayWindow
+from airflow_provider_cdr.landing.delta_store import MANIFEST_KEY, delta_location
 from airflow_provider_cdr.landing.location import is_local, local_path
 from airflow_provider_cdr.landing.writer import MANIFEST_NAME as MANIFEST
 
@@ -58,8 +59,14 @@ class PartitionCheck:
         return found
 
 
-def landed_manifest(records_path: str, day: date, conn_id: str | None = None) -> dict[str, Any] | None:
-    """The manifest of a committed day, or None: the manifest is written last, so no manifest, no day."""
+def landed_manifest(
+    records_path: str, day: date, conn_id: str | None = None, table_format: str = "parquet"
+) -> dict[str, Any] | None:
+    """The manifest of a committed day, or None: the manifest is written last, so no manifest, no day.
+    For a Delta table: the manifest in the metadata of the commit that made the day's current files."""
+    if table_format == "delta":
+        table = delta_table(records_path, conn_id)
+        return None if table is None else delta_day_manifest(table, day)
     manifest = open_partition(f"{records_path}/date={day.isoformat()}", conn_id) / MANIFEST
     if not manifest.exists():
         return None
@@ -67,10 +74,12 @@ def landed_manifest(records_path: str, day: date, conn_id: str | None = None) ->
     return landed
 
 
-def is_landed(records_path: str, day: date, conn_id: str | None = None) -> bool:
+def is_landed(
+    records_path: str, day: date, conn_id: str | None = None, table_format: str = "parquet"
+) -> bool:
     """A day counts as landed once a complete version is committed (a partial one, landed with
     `allow_partial` before the day ended, says "complete": false and is landed again)."""
-    manifest = landed_manifest(records_path, day, conn_id)
+    manifest = landed_manifest(records_path, day, conn_id, table_format)
     return manifest is not None and manifest.get("complete", True) is not False
 
 
@@ -98,9 +107,21 @@ def open_partition(location: str, conn_id: str | None = None) -> ObjectStoragePa
     return ObjectStoragePath(location, conn_id=conn_id)
 
 
-def read_landed_day(records_path: str, day: date, columns: list[str], conn_id: str | None = None) -> pa.Table:
+def read_landed_day(
+    records_path: str,
+    day: date,
+    columns: list[str],
+    conn_id: str | None = None,
+    table_format: str = "parquet",
+) -> pa.Table:
     """The `columns` of a committed day, from the files its manifest lists (what a manifest-aware
-    reader reads; on object storage, files beside them may belong to a rewrite in progress)."""
+    reader reads; on object storage, files beside them may belong to a rewrite in progress), or
+    from the Delta table's current snapshot."""
+    if table_format == "delta":
+        table = delta_table(records_path, conn_id)
+        if table is None or not delta_day_files(table, day):
+            raise FileNotFoundError(f"{records_path} holds no {day}: it has not been landed")
+        return table.to_pyarrow_dataset(partitions=[("date", "=", day.isoformat())]).to_table(columns=columns)
     folder = open_partition(f"{records_path}/date={day.isoformat()}", conn_id)
     manifest = folder / MANIFEST
     if not manifest.exists():
@@ -109,29 +130,47 @@ def read_landed_day(records_path: str, day: date, columns: list[str], conn_id: s
     return pq.read_table(listed, filesystem=folder.fs, columns=columns)
 
 
-def inspect_partition(landed: dict[str, Any], timezone: str, conn_id: str | None = None) -> PartitionCheck:
+def inspect_partition(
+    landed: dict[str, Any], timezone: str, conn_id: str | None = None, table_format: str = "parquet"
+) -> PartitionCheck:
     """Count rows, files, distinct uuids and out-of-day timestamps of the partition `landed` names.
 
     The files read are those the manifest lists (the commit point on object storage); files
-    in the folder that it does not list are counted as a problem of their own.
+    in the folder that it does not list are counted as a problem of their own. For a Delta
+    table, the files are the day's in the current snapshot, and the manifest is its commit's.
 
     :param landed: the operator's XCom (``day``, ``location``, ``rows``, ...).
     :param timezone: the account's time zone, which defines the day's bounds.
     """
-    folder = open_partition(landed["location"], conn_id)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    listed = [entry["name"] for entry in manifest["files"]]
-    present = {p.name for p in folder.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet")}
-    files = [folder / name for name in listed if name in present]
-    table = pq.read_table([p.path for p in files], filesystem=folder.fs, columns=["uuid", "timestamp"])
-    window = DayWindow(date.fromisoformat(landed["day"]), time_zone(timezone))
+    day = date.fromisoformat(landed["day"])
+    if table_format == "delta":
+        records_path = landed["location"].rsplit("/", 1)[0]
+        delta = delta_table(records_path, conn_id)
+        if delta is None:
+            raise FileNotFoundError(f"{records_path} is not a Delta table")
+        manifest = delta_day_manifest(delta, day) or {"rows": -1, "files": []}
+        present = delta_day_files(delta, day)
+        listed = [entry["name"] for entry in manifest["files"]]
+        table = read_landed_day(records_path, day, ["uuid", "timestamp"], conn_id, "delta")
+        files_read = len(present & set(listed))
+    else:
+        folder = open_partition(landed["location"], conn_id)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        listed = [entry["name"] for entry in manifest["files"]]
+        present = {
+            p.name for p in folder.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet")
+        }
+        files = [folder / name for name in listed if name in present]
+        table = pq.read_table([p.path for p in files], filesystem=folder.fs, columns=["uuid", "timestamp"])
+        files_read = len(files)
+    window = DayWindow(day, time_zone(timezone))
     ts = table.column("timestamp")
     outside = pc.invert(pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end)))
     return PartitionCheck(
         day=landed["day"],
         location=landed["location"],
         parquet_rows=table.num_rows,
-        parquet_files=len(files),
+        parquet_files=files_read,
         manifest_rows=int(manifest["rows"]),
         manifest_files=len(listed),
         unlisted_files=len(present - set(listed)),
@@ -140,6 +179,39 @@ def inspect_partition(landed: dict[str, Any], timezone: str, conn_id: str | None
         outside_day=pc.sum(outside).as_py() or 0,
         null_timestamps=ts.null_count,
     )
+
+
+def delta_table(records_path: str, conn_id: str | None = None) -> Any:
+    """The Delta table at `records_path` (credentials from `conn_id`, as the operator takes them), or None."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    uri, options = delta_location(
+        records_path if is_local(records_path) else open_partition(records_path, conn_id)
+    )
+    try:
+        return DeltaTable(uri, storage_options=options or None)
+    except TableNotFoundError:
+        return None
+
+
+def delta_day_files(table: Any, day: date) -> set[str]:
+    """Names of the day's files in the table's current snapshot."""
+    return {uri.rsplit("/", 1)[1] for uri in table.file_uris([("date", "=", day.isoformat())])}
+
+
+def delta_day_manifest(table: Any, day: date) -> dict[str, Any] | None:
+    """The manifest of the commit that made the day's current files (newest commits first), or None."""
+    current = delta_day_files(table, day)
+    if not current:
+        return None
+    for commit in table.history():
+        if MANIFEST_KEY not in commit:
+            continue
+        manifest: dict[str, Any] = json.loads(commit[MANIFEST_KEY])
+        if manifest["day"] == day.isoformat() and {entry["name"] for entry in manifest["files"]} == current:
+            return manifest
+    return None
 
 
 def summary(check: PartitionCheck) -> str:

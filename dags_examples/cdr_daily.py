@@ -67,6 +67,7 @@ with DAG(
         "cdr_conn_id": settings.cdr_conn_id,
         "output_path": settings.records_path,
         "output_conn_id": settings.output_conn_id,
+        "table_format": settings.table_format,
         "timezone": settings.timezone,
         "settle_period": settings.settle_period,
         "pool": settings.pool,
@@ -80,7 +81,11 @@ with DAG(
         """The landed days before this run's that a timely run lands again (`CDR_LOOKBACK_DAYS`)."""
         day = data_interval_start.astimezone(time_zone(settings.timezone)).date()
         days = days_to_reland(day, settings.timezone, settings.lookback_days, availability.utcnow())
-        landed = [d for d in days if is_landed(settings.records_path, d, settings.output_conn_id)]
+        landed = [
+            d
+            for d in days
+            if is_landed(settings.records_path, d, settings.output_conn_id, settings.table_format)
+        ]
         log.info("Landing again, for records that came late: %s", [d.isoformat() for d in landed])
         return [d.isoformat() for d in landed]
 
@@ -91,7 +96,7 @@ with DAG(
     @task(retries=0)
     def check_day(landed: dict[str, Any]) -> dict[str, Any]:
         """Fail the run (no retry: rereading would not change the files) if the day is not sound."""
-        check = inspect_partition(landed, settings.timezone, settings.output_conn_id)
+        check = inspect_partition(landed, settings.timezone, settings.output_conn_id, settings.table_format)
         log.info("%s", summary(check))
         if check.null_timestamps:
             log.warning("%d records kept without a readable timestamp", check.null_timestamps)

@@ -18,6 +18,9 @@ deployment (MinIO, CeleryExecutor) and production; only these variables change:
                            ``{root}/cdr_agent_summary/date=YYYY-MM-DD/`` (default
                            ``$AIRFLOW_HOME/cdr-data``).
 ``CDR_OUTPUT_CONN_ID``     connection for object storage, e.g. ``aws_cdr`` (default: none).
+``CDR_TABLE_FORMAT``       how the records land: ``parquet`` (Hive partitions with manifests,
+                           the default) or ``delta`` (one Delta Lake table at ``{root}/cdr``;
+                           needs the ``delta`` extra). Lookups and summaries stay Parquet.
 ``CDR_CONN_ID``            connection of type ``cdr`` (default ``cdr_default``).
 ``CDR_POOL``               Airflow pool the API-calling tasks share (default ``default_pool``).
 ``CDR_MAX_API_TASKS``      API-calling task instances running at once per DAG (default 2).
@@ -47,6 +50,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from airflow_provider_cdr.api.query import time_zone
+from airflow_provider_cdr.landing.delta_store import TABLE_FORMATS
 
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
 DEFAULT_START_DATE = "2024-01-01"
@@ -60,6 +64,7 @@ class CDRDagSettings:
     start_date: datetime
     output_root: str
     output_conn_id: str | None
+    table_format: str
     cdr_conn_id: str
     pool: str
     max_api_tasks: int
@@ -111,6 +116,12 @@ def _start_date(text: str, tz: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=tz)
 
 
+def _table_format(text: str) -> str:
+    if text not in TABLE_FORMATS:
+        raise ValueError(f"CDR_TABLE_FORMAT={text!r} is not one of {', '.join(TABLE_FORMATS)}")
+    return text
+
+
 def load() -> CDRDagSettings:
     """The settings as the environment says now; a wrong value fails the DAG file's import."""
     timezone = _env("CDR_TIMEZONE", DEFAULT_TIMEZONE)
@@ -121,6 +132,7 @@ def load() -> CDRDagSettings:
         start_date=_start_date(_env("CDR_START_DATE", DEFAULT_START_DATE), tz),
         output_root=_env("CDR_OUTPUT_PATH", os.path.join(airflow_home, "cdr-data")),
         output_conn_id=os.environ.get("CDR_OUTPUT_CONN_ID") or None,
+        table_format=_table_format(_env("CDR_TABLE_FORMAT", "parquet")),
         cdr_conn_id=_env("CDR_CONN_ID", "cdr_default"),
         pool=_env("CDR_POOL", "default_pool"),
         max_api_tasks=int(_env("CDR_MAX_API_TASKS", "2")),

@@ -41,7 +41,7 @@ def out(cdr_conn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("CDR_START_DATE", "2024-03-01")
     monkeypatch.setenv("CDR_OUTPUT_PATH", str(tmp_path))
     monkeypatch.setenv("CDR_RETRIES", "0")
-    for name in ("CDR_OUTPUT_CONN_ID", "CDR_CONN_ID", "CDR_POOL", "CDR_SETTLE_MINUTES"):
+    for name in ("CDR_OUTPUT_CONN_ID", "CDR_CONN_ID", "CDR_POOL", "CDR_SETTLE_MINUTES", "CDR_TABLE_FORMAT"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -184,6 +184,33 @@ def test_range_dag_maps_one_task_per_day_and_skips_landed_days(out: Path, cdr_co
     run = dag.test(run_conf={"start_day": days[0], "end_day": days[0], "redo_landed": True})
     assert run.state == "success", states(run)
     assert [item["day"] for item in xcoms(run, "land_day")] == [days[0]]
+
+
+def test_daily_and_range_dags_land_into_one_delta_table(
+    out: Path, cdr_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake import DeltaTable
+
+    monkeypatch.setenv("CDR_TABLE_FORMAT", "delta")
+    day, next_day = "2024-03-18", "2024-03-19"
+    run = load_dag("cdr_daily").test(logical_date=midnight_after(day))
+    assert run.state == "success", states(run)
+    truth = cdr_conn.truth(start_date=day, end_date=day)
+    [reported] = xcoms(run, "land_day")
+    [checked] = xcoms(run, "check_day")  # read back from the table's snapshot, against its commit
+    assert checked == {"day": day, "rows": len(truth), "files": reported["files"]}
+    run = load_dag("cdr_backfill_range").test(
+        run_conf={"start_day": day, "end_day": next_day, "redo_landed": False}
+    )
+    assert run.state == "success", states(run)
+    assert xcoms(run, "days_to_land") == [[next_day]], "the day in the table counts as landed"
+    table = DeltaTable(str(out / "cdr"))
+    assert table.version() == 1
+    for each in (day, next_day):
+        rows = table.to_pyarrow_dataset(partitions=[("date", "=", each)]).to_table(columns=["uuid"])
+        uuids = rows.column("uuid").to_pylist()
+        assert len(uuids) == len(set(uuids)) and set(uuids) == cdr_conn.truth(start_date=each, end_date=each)
+    assert not (out / "cdr" / f"date={day}" / "_manifest.json").exists()
 
 
 def test_daily_dag_lands_the_day_before_again_so_late_records_arrive(
