@@ -135,3 +135,12 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A local Redis server (Debian's redis-server), for the shared rate limit."""
+    from tests.redis_local import redis_server
+
+    with redis_server() as url:
+        yield url

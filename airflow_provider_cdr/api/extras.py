@@ -180,9 +180,18 @@ EXTRAS: tuple[ExtraSpec, ...] = (
         ("number",),
         None,
         "Requests per second (cap)",
-        "Cap on requests per second from one worker process, shared by every concurrent request "
-        "and by extractions that follow each other. Unset: no cap.",
+        "Cap on requests per second from one worker process (from all of them with "
+        "`rate_limit_redis`), shared by every concurrent request and by extractions that follow "
+        "each other. Unset: no cap.",
         {"exclusiveMinimum": 0},
+    ),
+    ExtraSpec(
+        "rate_limit_redis",
+        ("string",),
+        None,
+        "Share the cap through Redis (URL)",
+        "redis://host:6379/0: `rate_limit` and Retry-After pauses then hold for every worker and task "
+        "calling this account together, counted in that Redis (the `redis` extra). Unset: per process.",
     ),
     ExtraSpec(
         "concurrency",

@@ -17,6 +17,15 @@ from collections import deque
 _SAFETY = 0.03
 
 
+def window_for(rate: float | None) -> tuple[int, float]:
+    """`rate` per second as (slots, window): that many requests per rolling window of seconds (one
+    second for rate >= 1, longer for a slower rate), a little under the cap. (0, 0.0) for no cap."""
+    if not rate:
+        return 0, 0.0
+    slots = max(1, int(rate))
+    return slots, (slots / rate) * (1.0 + _SAFETY)
+
+
 class RequestGate:
     """Blocks callers until a request may go: no more than `rate` per rolling second, none while paused."""
 
@@ -24,9 +33,7 @@ class RequestGate:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
-        # `slots` requests per `window` seconds; for rate >= 1 the window is one second.
-        self._slots = max(1, int(rate)) if rate else 0
-        self._window = (self._slots / rate) * (1.0 + _SAFETY) if rate else 0.0
+        self._slots, self._window = window_for(rate)
         self._lock = threading.Lock()
         self._sent: deque[float] = deque()
         self._paused_until = 0.0

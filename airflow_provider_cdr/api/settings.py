@@ -31,6 +31,7 @@ from airflow_provider_cdr.api.extras import (
 )
 from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.api.retry import RetryPolicy
+from airflow_provider_cdr.api.shared_ratelimit import check_redis_url
 
 # Extras HttpHook reads as request options: never headers. The documented ones (verify, cert,
 # proxies, trust_env: see `extras.EXTRAS`) are honoured (see CDREndpoint), as are their aliases
@@ -91,6 +92,7 @@ class CDRConnectionSettings:
     max_retries: int = SPECS["max_retries"].default
     max_retry_wait: float = SPECS["max_retry_wait"].default
     rate_limit: float | None = SPECS["rate_limit"].default
+    rate_limit_redis: str | None = SPECS["rate_limit_redis"].default
     concurrency: int = SPECS["concurrency"].default
     allow_insecure_http: bool = SPECS["allow_insecure_http"].default
 
@@ -123,6 +125,8 @@ class CDRConnectionSettings:
             problem = spec.problem(getattr(self, spec.name))
             if problem:
                 problems.append(problem)
+        if self.rate_limit_redis and (problem := check_redis_url(self.rate_limit_redis)):
+            problems.append(problem)
         return problems
 
     def retry_policy(self) -> RetryPolicy:
@@ -183,8 +187,10 @@ class CDREndpoint:
 
     @property
     def secrets(self) -> frozenset[str]:
-        """The key in every form a URL, a log line or an error may show it: what the masker must know."""
-        return secret_forms(self.api_key)
+        """The key in every form a URL, a log line or an error may show it, and the password of the
+        `rate_limit_redis` URL: what the masker must know."""
+        redis_password = urlparse(self.settings.rate_limit_redis or "").password
+        return secret_forms(self.api_key) | (secret_forms(redis_password) if redis_password else frozenset())
 
     def redact(self, text: str) -> str:
         return redact(text, self.api_key)

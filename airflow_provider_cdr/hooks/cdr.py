@@ -7,6 +7,7 @@ slice) is :mod:`airflow_provider_cdr.api.cutoff`.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import socket
@@ -40,6 +41,7 @@ from airflow_provider_cdr.api.query import CDRQuery, build_query
 from airflow_provider_cdr.api.ratelimit import RequestGate, shared_gate
 from airflow_provider_cdr.api.retry import Answer, RetryBudget, read_answer
 from airflow_provider_cdr.api.settings import CDRConnectionSettings, CDREndpoint, endpoint_from_connection
+from airflow_provider_cdr.api.shared_ratelimit import RedisRequestGate, shared_redis_gate
 from airflow_provider_cdr.days.zone_check import offset_hint
 
 if TYPE_CHECKING:
@@ -132,6 +134,16 @@ class CDRHook(HttpHook):
     def settings(self) -> CDRConnectionSettings:
         return self.endpoint.settings
 
+    def request_gate(self) -> RequestGate | RedisRequestGate:
+        """The gate every request to this account passes: this process's, or with `rate_limit_redis`
+        the deployment's (every worker's requests under one `rate_limit`, Retry-After pauses shared).
+        The account is told apart by its base URL and a digest of its key, never the key."""
+        settings = self.settings
+        if not settings.rate_limit_redis:
+            return shared_gate(self.base_url, settings.rate_limit)
+        account = hashlib.sha256(self.endpoint.api_key.encode()).hexdigest()[:16]
+        return shared_redis_gate(settings.rate_limit_redis, f"{self.base_url} {account}", settings.rate_limit)
+
     @property
     def timezone(self) -> str:
         """The account's time zone: the API reads dates and datetimes in it."""
@@ -168,7 +180,7 @@ class CDRHook(HttpHook):
         session: requests.Session,
         path: str,
         params: Mapping[str, str],
-        gate: RequestGate,
+        gate: RequestGate | RedisRequestGate,
         stats: ExtractionStats,
         read: Callable[[bytes], T] = read_json,
         cutoff: Cutoff | None = None,
@@ -258,7 +270,7 @@ class CDRHook(HttpHook):
         from airflow_provider_cdr.convert.page_scan import scan_page
 
         session = self.get_conn()
-        gate = shared_gate(self.base_url, self.settings.rate_limit)
+        gate = self.request_gate()
         stats = ExtractionStats()
         cutoff = Cutoff()
 
@@ -305,9 +317,7 @@ class CDRHook(HttpHook):
     def _get_once(self, path: str, params: Mapping[str, str]) -> Any:
         """One request (with its retries) on a session of its own."""
         with self.get_conn() as session:
-            return self._get(
-                session, path, params, shared_gate(self.base_url, self.settings.rate_limit), ExtractionStats()
-            )
+            return self._get(session, path, params, self.request_gate(), ExtractionStats())
 
     def fetch_page(self, params: Mapping[str, str]) -> Any:
         """One records request as the API answers it (API parameters, paging included, key added here)."""
