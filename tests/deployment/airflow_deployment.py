@@ -8,6 +8,10 @@ import in the triggerer, or resuming in a new task instance.
 
 The metadata database is PostgreSQL (see postgres.py); ``CDR_TEST_DB=sqlite`` uses SQLite in
 AIRFLOW_HOME instead, for a quick local run.
+
+With `CeleryWorkers`, the executor is CeleryExecutor on a Redis broker, and each named worker is
+an ``airflow celery worker`` process of its own with a hostname of its own (its Celery node name,
+and the hostname Airflow records on the task instances it runs: see worker_hostname.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +41,23 @@ EXAMPLE_DAGS = ("cdr_daily", "cdr_backfill_range", "cdr_lookups")
 STARTUP_TIMEOUT = 300.0
 
 
+@dataclass(frozen=True)
+class CeleryWorkers:
+    """CeleryExecutor: the broker, and the workers to start (their hostnames)."""
+
+    broker_url: str
+    names: tuple[str, ...] = ("worker-a", "worker-b")
+    concurrency: int = 2
+
+
 class AirflowDeployment:
     """The four Airflow services on one metadata database; `env` is what every component sees."""
 
-    def __init__(self, database_url: str | None, extra_env: Mapping[str, str]) -> None:
+    def __init__(
+        self, database_url: str | None, extra_env: Mapping[str, str], celery: CeleryWorkers | None = None
+    ) -> None:
         """`database_url`: a SQLAlchemy URL, or None for SQLite in the throwaway AIRFLOW_HOME."""
+        self.celery = celery
         self.home = Path(tempfile.mkdtemp(prefix="cdr-deploy-airflow-home-"))
         # SQLite: one writer at a time; wait for the lock instead of failing with "database is locked".
         database_url = database_url or f"sqlite:///{self.home / 'airflow.db'}?timeout=60"
@@ -80,6 +97,18 @@ class AirflowDeployment:
                 "no_proxy": "127.0.0.1,localhost",
             }
         )
+        if self.celery is not None:
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": self.celery.broker_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.celery.concurrency),
+                    # A task whose worker died is failed (and retried) after this long without heartbeat.
+                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+                }
+            )
         env.update(extra_env)
         return env
 
@@ -93,13 +122,50 @@ class AirflowDeployment:
             for component in COMPONENTS:
                 log = self.home / f"{component}.log"
                 self.services[component] = Service(component, [AIRFLOW, component], self.env, log)
+            for name in self.celery.names if self.celery else ():
+                self.services[name] = Service(
+                    name, self._worker_argv(name), self._worker_env(name), self.home / f"{name}.log"
+                )
             wait_for("all components healthy", self._healthy, STARTUP_TIMEOUT, pause=1.0)
             wait_for("the example DAGs parsed", self._dags_parsed, STARTUP_TIMEOUT, pause=1.0)
+            if self.celery:
+                wait_for("the Celery workers ready", self._workers_ready, STARTUP_TIMEOUT, pause=1.0)
         except BaseException:
             print(self.diagnostics())
             self.stop()
             raise
         return self
+
+    def _worker_argv(self, name: str) -> list[str]:
+        assert self.celery is not None
+        return [
+            AIRFLOW, "celery", "worker",
+            "--celery-hostname", f"{name}@%h",
+            "--concurrency", str(self.celery.concurrency),
+            "--pid", str(self.home / f"{name}.pid"),  # two workers, one AIRFLOW_HOME: a pid file each
+        ]  # fmt: skip
+
+    def _worker_env(self, name: str) -> dict[str, str]:
+        """The worker's hostname on its task instances (worker_hostname.py reads it)."""
+        return {
+            **self.env,
+            "CDR_TEST_WORKER_HOSTNAME": name,
+            # Each worker serves its task logs on a port of its own (one machine).
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.deployment.worker_hostname.hostname",
+        }
+
+    def _workers_ready(self) -> bool:
+        """Every worker has said it is ready (Celery's "<node> ready." line)."""
+        assert self.celery is not None
+        return all(
+            f"{name}@" in self.services[name].tail(400) and " ready." in self.services[name].tail(400)
+            for name in self.celery.names
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service's whole process tree at once (a worker host lost, tasks and all)."""
+        self.services.pop(name).kill()
 
     def _sqlite_wal(self) -> None:
         """On SQLite, write-ahead logging (kept in the file): readers stop blocking the one writer."""

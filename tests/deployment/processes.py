@@ -83,6 +83,16 @@ class Service:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL the whole tree at once, without warning (a host lost)."""
+        tree = _tree(self.process.pid)
+        _signal_group(self.process.pid, signal.SIGKILL)
+        for process in _survivors(tree):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
 
 def _tree(pid: int) -> list[psutil.Process]:
     try:
