@@ -19,7 +19,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_cdr.api.query import time_zone
 from airflow_provider_cdr.days.day_window import DayWindow
-from airflow_provider_cdr.landing.delta_store import MANIFEST_KEY, delta_location
+from airflow_provider_cdr.landing.delta_store import MANIFEST_KEY, PARTITION_COLUMN, delta_location
 from airflow_provider_cdr.landing.location import is_local, local_path
 from airflow_provider_cdr.landing.writer import MANIFEST_NAME as MANIFEST
 
@@ -66,7 +66,7 @@ def landed_manifest(
     For a Delta table: the manifest in the metadata of the commit that made the day's current files."""
     if table_format == "delta":
         table = delta_table(records_path, conn_id)
-        return None if table is None else delta_day_manifest(table, day)
+        return None if table is None else delta_day_manifest(table, day, delta_day_files(table, day))
     manifest = open_partition(f"{records_path}/date={day.isoformat()}", conn_id) / MANIFEST
     if not manifest.exists():
         return None
@@ -121,7 +121,7 @@ def read_landed_day(
         table = delta_table(records_path, conn_id)
         if table is None or not delta_day_files(table, day):
             raise FileNotFoundError(f"{records_path} holds no {day}: it has not been landed")
-        return table.to_pyarrow_dataset(partitions=[("date", "=", day.isoformat())]).to_table(columns=columns)
+        return delta_day_rows(table, day, columns)
     folder = open_partition(f"{records_path}/date={day.isoformat()}", conn_id)
     manifest = folder / MANIFEST
     if not manifest.exists():
@@ -148,10 +148,12 @@ def inspect_partition(
         delta = delta_table(records_path, conn_id)
         if delta is None:
             raise FileNotFoundError(f"{records_path} is not a Delta table")
-        manifest = delta_day_manifest(delta, day) or {"rows": -1, "files": []}
         present = delta_day_files(delta, day)
+        manifest = delta_day_manifest(delta, day, present)
+        if manifest is None:
+            raise FileNotFoundError(f"no commit of {records_path} carries the manifest of {day}'s files")
         listed = [entry["name"] for entry in manifest["files"]]
-        table = read_landed_day(records_path, day, ["uuid", "timestamp"], conn_id, "delta")
+        table = delta_day_rows(delta, day, ["uuid", "timestamp"])
         files_read = len(present & set(listed))
     else:
         folder = open_partition(landed["location"], conn_id)
@@ -197,12 +199,18 @@ def delta_table(records_path: str, conn_id: str | None = None) -> Any:
 
 def delta_day_files(table: Any, day: date) -> set[str]:
     """Names of the day's files in the table's current snapshot."""
-    return {uri.rsplit("/", 1)[1] for uri in table.file_uris([("date", "=", day.isoformat())])}
+    return {uri.rsplit("/", 1)[1] for uri in table.file_uris([(PARTITION_COLUMN, "=", day.isoformat())])}
 
 
-def delta_day_manifest(table: Any, day: date) -> dict[str, Any] | None:
-    """The manifest of the commit that made the day's current files (newest commits first), or None."""
-    current = delta_day_files(table, day)
+def delta_day_rows(table: Any, day: date, columns: list[str]) -> pa.Table:
+    """The `columns` of the day in the table's current snapshot."""
+    return table.to_pyarrow_dataset(partitions=[(PARTITION_COLUMN, "=", day.isoformat())]).to_table(
+        columns=columns
+    )
+
+
+def delta_day_manifest(table: Any, day: date, current: set[str]) -> dict[str, Any] | None:
+    """The manifest of the commit that made the day's `current` files (newest commits first), or None."""
     if not current:
         return None
     for commit in table.history():

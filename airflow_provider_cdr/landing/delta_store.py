@@ -136,29 +136,26 @@ class DeltaPartitionStore:
         self.manifest_path = f"{self.uri}/_delta_log"
         self._day_dir = day_dir
         self._schema = delta_table_schema(schema)
-        self._local = is_local(base)
-        self._remote = None if self._local else (base if isinstance(base, UPath) else UPath(str(base)))
+        # None on local disk: parts are plain files there, fsynced before the commit.
+        self._remote = None if is_local(base) else (base if isinstance(base, UPath) else UPath(str(base)))
         self._sizes: dict[str, int] = {}
 
     def open(self) -> None:
-        if self._local:
+        if self._remote is None:
             Path(self.uri, self._day_dir).mkdir(parents=True, exist_ok=True)
 
     def previous_manifest(self) -> Mapping[str, Any] | None:
         return None  # the table's history is Delta's own (DESCRIBE HISTORY, DeltaTable.history())
 
     def create(self, name: str) -> IO[bytes]:
-        if self._local:
-            return open(os.path.join(self.uri, self._day_dir, name), "wb")
-        assert self._remote is not None
-        handle: IO[bytes] = self._remote.fs.open(
-            f"{self._remote.path.rstrip('/')}/{self._day_dir}/{name}", "wb"
-        )
+        if self._remote is None:
+            return open(self._path(name), "wb")
+        handle: IO[bytes] = self._remote.fs.open(self._path(name), "wb")
         return handle
 
     def finish(self, name: str, handle: IO[bytes]) -> int:
         size = handle.tell()
-        if self._local:
+        if self._remote is None:
             handle.flush()
             os.fsync(handle.fileno())  # durable before the log can list it
         handle.close()
@@ -168,7 +165,7 @@ class DeltaPartitionStore:
     def discard(self, name: str, handle: IO[bytes]) -> None:
         file: Any = handle
         with contextlib.suppress(Exception):
-            if self._local:
+            if self._remote is None:
                 file.close()
             else:
                 file.discard()  # no object appears
@@ -221,11 +218,8 @@ class DeltaPartitionStore:
                     commit_properties=metadata,
                 )
                 return
-            except Exception:
-                try:  # another writer created the table first: replace the day in it, as below
-                    table = DeltaTable(self.uri, storage_options=options)
-                except TableNotFoundError:
-                    raise
+            except Exception:  # another writer created the table first: replace the day in it, as below
+                table = DeltaTable(self.uri, storage_options=options)
         table.create_write_transaction(
             actions,
             mode="overwrite",
@@ -253,15 +247,19 @@ class DeltaPartitionStore:
             stats=json.dumps({"numRecords": rows}),
         )
 
+    def _path(self, name: str) -> str:
+        """Where a part lives: a local path, or the key on the remote file system."""
+        root = self.uri if self._remote is None else self._remote.path.rstrip("/")
+        return f"{root}/{self._day_dir}/{name}"
+
     def _delete(self, names: list[str]) -> None:
         """Remove parts no version lists (best effort: a leftover is invisible, and VACUUM takes it)."""
         for name in names:
             try:
-                if self._local:
+                if self._remote is None:
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(self.uri, self._day_dir, name))
+                        os.unlink(self._path(name))
                 else:
-                    assert self._remote is not None
-                    self._remote.fs.rm_file(f"{self._remote.path.rstrip('/')}/{self._day_dir}/{name}")
+                    self._remote.fs.rm_file(self._path(name))
             except Exception:
                 log.warning("Could not delete %s/%s; VACUUM will", self.location, name, exc_info=True)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -26,6 +25,7 @@ from tests.deployment.test_deployment_dags import (
     backfill,
     daily_runs,
     instant,
+    max_overlap,
     wait_for_backfill,
 )
 
@@ -37,13 +37,6 @@ API_TASKS = 4  # landing tasks at once: more than one worker, each with its own 
 
 
 @pytest.fixture(scope="module")
-def celery_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    last = datetime.now(ZoneInfo(TIMEZONE)).date() - timedelta(days=1)
-    days = [last - timedelta(days=n) for n in range(29, -1, -1)]
-    return Scenario(days=days, output=tmp_path_factory.mktemp("cdr-celery-data"))
-
-
-@pytest.fixture(scope="module")
 def celery_stand_in() -> Iterator[StandIn]:
     """500 records a day, on the live clock: every day of the scenario is in."""
     with StandIn(seed=11, records_per_day=500, timezone=TIMEZONE) as server:
@@ -52,7 +45,7 @@ def celery_stand_in() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="module")
 def celery_deployment(
-    celery_scenario: Scenario, celery_stand_in: StandIn, redis_url: str
+    scenario: Scenario, celery_stand_in: StandIn, redis_url: str
 ) -> Iterator[AirflowDeployment]:
     base = redis_url.rsplit("/", 1)[0]
     connection = {
@@ -64,8 +57,8 @@ def celery_deployment(
     settings = {
         "AIRFLOW_CONN_CDR_DEFAULT": json.dumps(connection),
         "CDR_TIMEZONE": TIMEZONE,
-        "CDR_START_DATE": (celery_scenario.days[-1] + timedelta(days=1)).isoformat(),
-        "CDR_OUTPUT_PATH": str(celery_scenario.output),
+        "CDR_START_DATE": (scenario.days[-1] + timedelta(days=1)).isoformat(),
+        "CDR_OUTPUT_PATH": str(scenario.output),
         "CDR_RETRIES": "2",
         "CDR_RETRY_DELAY_S": "1",
         "CDR_SETTLE_MINUTES": "0",
@@ -84,46 +77,36 @@ def celery_deployment(
         postgres.stop()
 
 
-def most_at_once(instances: list[dict[str, Any]]) -> int:
-    """The most task instances that were running at the same moment."""
-    edges = sorted(
-        (instant(ti[key]), step)
-        for ti in instances
-        if ti["start_date"] and ti["end_date"]
-        for key, step in (("start_date", 1), ("end_date", -1))
-    )
-    running = peak = 0
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
 def test_a_30_day_backfill_runs_on_both_workers_under_one_rate_limit(
-    celery_deployment: AirflowDeployment, celery_stand_in: StandIn, celery_scenario: Scenario
+    celery_deployment: AirflowDeployment, celery_stand_in: StandIn, scenario: Scenario
 ) -> None:
     started = time.monotonic()
     celery_stand_in.reset_stats()
     celery_deployment.unpause("cdr_daily")
-    created = backfill(celery_deployment, celery_scenario)
+    created = backfill(celery_deployment, scenario)
     wait_for_backfill(celery_deployment, created["id"], 1500)
     runs = daily_runs(celery_deployment)
-    assert sorted(runs) == celery_scenario.days
+    assert sorted(runs) == scenario.days
     assert {run["state"] for run in runs.values()} == {"success"}, celery_deployment.diagnostics()
-    assert_exact(celery_stand_in, celery_scenario.records, celery_scenario.days)
+    assert_exact(celery_stand_in, scenario.records, scenario.days)
 
     landings = celery_deployment.task_instances("cdr_daily", task_id="land_day")
     assert {ti["hostname"] for ti in landings} == set(WORKERS), "both workers ran landing tasks"
-    assert most_at_once(landings) >= 2, "landing tasks ran side by side"
+    intervals = [
+        (instant(ti["start_date"]), instant(ti["end_date"]))
+        for ti in landings
+        if ti["start_date"] and ti["end_date"]
+    ]
+    assert max_overlap(intervals) >= 2, "landing tasks ran side by side"
     stats = celery_stand_in.stats()
     assert stats["max_per_second"] <= SHARED_RATE, json.dumps(stats["per_second"])
     print(f"30-day backfill on Celery: {time.monotonic() - started:.0f}s, {stats['requests']} requests")
 
 
 def test_a_worker_killed_mid_task_leaves_it_to_the_other(
-    celery_deployment: AirflowDeployment, celery_stand_in: StandIn, celery_scenario: Scenario
+    celery_deployment: AirflowDeployment, celery_stand_in: StandIn, scenario: Scenario
 ) -> None:
-    day: date = celery_scenario.days[3]
+    day: date = scenario.days[3]
     celery_deployment.unpause("cdr_backfill_range")
     celery_stand_in.set_faults(latency_ms=3000)  # every request slow: the task is caught mid-extraction
     try:
@@ -144,4 +127,4 @@ def test_a_worker_killed_mid_task_leaves_it_to_the_other(
     survivor = next(name for name in WORKERS if name != caught["hostname"])
     assert landing["try_number"] > caught["try_number"], "the killed try was retried"
     assert landing["hostname"] == survivor
-    assert_exact(celery_stand_in, celery_scenario.records, [day])
+    assert_exact(celery_stand_in, scenario.records, [day])

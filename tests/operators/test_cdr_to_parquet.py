@@ -41,7 +41,7 @@ def set_connection(
     )
 
 
-def run_days(out: Path, days: list[str], dag_id: str, **operator_kwargs: Any) -> list[Any]:
+def run_days(out: str | Path, days: list[str], dag_id: str, **operator_kwargs: Any) -> list[Any]:
     """One dag.test() per day, each landing that day; returns the dag runs."""
     with DAG(dag_id, schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as dag:
         CDRToParquetOperator(task_id="land", output_path=str(out), day="{{ params.day }}", **operator_kwargs)

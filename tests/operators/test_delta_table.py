@@ -10,14 +10,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow.fs as pafs
 import pytest
-from airflow.sdk import DAG
 from deltalake import DeltaTable
 
 from airflow_provider_cdr.api.errors import CDRConfigError
@@ -25,7 +23,7 @@ from airflow_provider_cdr.compat import AirflowFailException
 from airflow_provider_cdr.convert.schema import CDR_SCHEMA
 from airflow_provider_cdr.landing.delta_store import MANIFEST_KEY, delta_table_schema
 from airflow_provider_cdr.operators.cdr_to_parquet import CDRToParquetOperator
-from tests.airflow_db import ensure_airflow_db, register_dag
+from tests.airflow_db import ensure_airflow_db
 from tests.operators.test_cdr_to_parquet import run_days, set_connection, xcom_return
 from tests.s3_local import aws_connection_json, create_bucket
 
@@ -169,20 +167,11 @@ def test_the_same_on_s3(api: Any, monkeypatch: pytest.MonkeyPatch, s3_endpoint: 
     create_bucket(s3_endpoint, "cdr-delta")
     monkeypatch.setenv("AIRFLOW_CONN_AWS_CDR_DELTA", aws_connection_json(s3_endpoint))
     set_connection(monkeypatch, api)
-    with DAG("delta_s3", schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as dag:
-        CDRToParquetOperator(
-            task_id="land",
-            output_path="s3://cdr-delta/calls",
-            output_conn_id="aws_cdr_delta",
-            day="{{ params.day }}",
-            table_format="delta",
-        )
-    register_dag(dag)
-    for day in [*DAYS, DAYS[0]]:  # the first day twice: a rerun replaces it
-        run = dag.test(
-            run_conf={"day": day}, logical_date=datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
-        )
-        assert run.state == "success"
+    days = [*DAYS, DAYS[0]]  # the first day twice: a rerun replaces it
+    runs = run_days(
+        "s3://cdr-delta/calls", days, "delta_s3", output_conn_id="aws_cdr_delta", table_format="delta"
+    )
+    for day, run in zip(days[1:], runs[1:]):  # the first run's XCom went with its rerun (same logical date)
         assert xcom_return(run)["location"] == f"s3://cdr-delta/calls/date={day}"
     options = {
         "AWS_ACCESS_KEY_ID": "testing",
