@@ -7,6 +7,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io import has_fs
 from upath import UPath
 
 from airflow_provider_cdr.api.errors import CDRConfigError
@@ -27,8 +28,9 @@ def check_output_path(value: Any) -> str | UPath:
     return value
 
 
-def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | ObjectStoragePath:
-    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise."""
+def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | ObjectStoragePath | UPath:
+    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise (or, for
+    a scheme no installed provider registers, fsspec's own filesystem: see `_remote`)."""
     if is_local(output_path):
         path = local_path(output_path)
         if os.path.exists(path) and not os.path.isdir(path):
@@ -45,7 +47,27 @@ def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | Obj
         return cast(ObjectStoragePath, output_path)
     if urlsplit(output_path).password or urlsplit(output_path).username:
         raise CDRConfigError("output_path must not carry credentials; use output_conn_id")
-    return ObjectStoragePath(output_path, conn_id=conn_id)
+    return _remote(output_path, conn_id)
+
+
+def _remote(url: str, conn_id: str | None) -> ObjectStoragePath | UPath:
+    """Airflow's ObjectStoragePath when an installed provider registers the URL's scheme (its
+    connection, `conn_id`, gives the credentials); else fsspec's own filesystem for the scheme, with
+    the credentials that library finds itself (gcsfs for ``gs://``: Application Default Credentials).
+
+    Airflow has no such fallback: an ObjectStoragePath of an unregistered scheme fails at its first
+    use ("No filesystem registered for scheme gs"), with or without a connection id.
+    """
+    scheme = urlsplit(url).scheme
+    if has_fs(scheme):
+        return ObjectStoragePath(url, conn_id=conn_id)
+    if conn_id:
+        raise CDRConfigError(
+            f"output_conn_id {conn_id!r} needs an Airflow filesystem for {scheme}://, and no installed "
+            f"provider registers one (for gs://: apache-airflow-providers-google). Install it, or leave "
+            f"output_conn_id out to use the credentials the fsspec library for {scheme}:// finds itself."
+        )
+    return UPath(url)
 
 
 def asset_uri(output_path: str | UPath) -> str:
