@@ -25,6 +25,9 @@ if not _AIRFLOW_HOME:
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+# gcsfs reads this once, when first imported (by whichever test that is): without it every call to
+# the local GCS emulator first waits out a 60 s gRPC probe (tests/gcs_local.py).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 # The stand-in listens on loopback: a developer's HTTP proxy must not see (or break) that traffic.
 for _name in ("NO_PROXY", "no_proxy"):
     os.environ[_name] = ",".join(filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
