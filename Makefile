@@ -14,7 +14,10 @@ OLDEST_STAMP := $(OLDEST)/.installed
 OLDEST_TESTS := tests/test_provider_info.py tests/test_connection_form.py tests/hooks tests/operators \
 	tests/sensors tests/triggers tests/test_example_dags.py tests/test_example_dags_run.py
 
-.PHONY: venv venv-oldest demo test test-oldest lint bench clean
+# Azurite, the Azure Storage emulator the Azure tests start: from npm, pinned by .ci/azurite's lock file.
+AZURITE := .ci/azurite/node_modules/.bin/azurite-blob
+
+.PHONY: venv venv-oldest demo test test-oldest lint bench clean azurite
 
 venv: $(STAMP)
 
@@ -33,7 +36,13 @@ lint: venv
 	$(VENV)/bin/mypy airflow_provider_cdr
 	$(VENV)/bin/lint-imports
 
-test: lint
+azurite: $(AZURITE)
+
+$(AZURITE): .ci/azurite/package.json .ci/azurite/package-lock.json
+	npm ci --prefix .ci/azurite --no-audit --no-fund --loglevel=error
+	touch $(AZURITE)
+
+test: lint $(AZURITE)
 	$(VENV)/bin/pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
 	$(MAKE) test-oldest
 
@@ -52,4 +61,4 @@ bench: venv
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .demo build *.egg-info
+	rm -rf $(VENV) $(OLDEST) .demo build *.egg-info .ci/azurite/node_modules
