@@ -7,6 +7,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io import has_fs
 from upath import UPath
 
 from airflow_provider_cdr.api.errors import CDRConfigError
@@ -27,8 +28,14 @@ def check_output_path(value: Any) -> str | UPath:
     return value
 
 
-def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | ObjectStoragePath:
-    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise."""
+def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | UPath | ObjectStoragePath:
+    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise.
+
+    A URL whose scheme no installed provider registers with Airflow (``abfs://`` without
+    apache-airflow-providers-microsoft-azure) and no ``conn_id``: a plain ``UPath``, which fsspec
+    configures from the store's own settings (adlfs: ``AZURE_STORAGE_*`` variables). Airflow
+    itself would refuse the scheme.
+    """
     if is_local(output_path):
         path = local_path(output_path)
         if os.path.exists(path) and not os.path.isdir(path):
@@ -45,6 +52,15 @@ def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | Obj
         return cast(ObjectStoragePath, output_path)
     if urlsplit(output_path).password or urlsplit(output_path).username:
         raise CDRConfigError("output_path must not carry credentials; use output_conn_id")
+    scheme = urlsplit(output_path).scheme
+    if not has_fs(scheme):
+        if conn_id:
+            raise CDRConfigError(
+                f"output_conn_id {conn_id!r} needs a provider that gives Airflow a {scheme}:// filesystem, "
+                f"and none is installed; or leave output_conn_id unset and configure the {scheme}:// "
+                "filesystem through its own settings (environment variables)"
+            )
+        return UPath(output_path)
     return ObjectStoragePath(output_path, conn_id=conn_id)
 
 
