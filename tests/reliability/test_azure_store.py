@@ -37,6 +37,7 @@ from tests.airflow_db import ensure_airflow_db
 from tests.operators.test_cdr_to_parquet import xcom_return
 from tests.reliability.reliability_support import land
 from tests.reliability.test_concurrent_writers import DAY, Race, assert_round, assert_s3_day
+from tests.test_partition import day_records, write_day
 
 RACE_ROUNDS = 5  # a round costs ~40 requests to Azurite and ~1.5 s here; the conditions test races more
 
@@ -72,15 +73,13 @@ def test_the_operator_lands_and_reruns_days_on_azure(
     api = cdr_conn_for(make_stand_in(records_per_day=300))
     url = f"abfs://cdr/{request.node.name}"
     days = ["2024-03-05", "2024-03-06"]
-    first_files: set[str] = set()
-    for number, day in enumerate([*days, days[0]]):  # the first day twice: the rerun replaces it
+    landed = []
+    for day in [*days, days[0]]:  # the first day twice: the rerun replaces it
         run = land(url, day, "azure_land", slices=2, per_page=100, file_rows=120)
         assert run.state == "success"
         assert xcom_return(run)["location"] == f"{url}/date={day}"
-        if number == 0:
-            first_files = {
-                entry["name"] for entry in day_state(azure, f"cdr/{request.node.name}/date={day}")[0]["files"]
-            }
+        landed.append(day_state(azure, f"cdr/{request.node.name}/date={day}")[0])
+    first_files = {entry["name"] for entry in landed[0]["files"]}
 
     for day in days:
         prefix = f"cdr/{request.node.name}/date={day}"
@@ -115,11 +114,8 @@ def test_a_failing_run_leaves_the_previous_version_and_none_of_its_parts_on_azur
     from azure.storage.blob import ContainerClient
 
     cdr_conn_for(make_stand_in(records_per_day=300))
-    url, prefix, day = (
-        f"abfs://cdr/{request.node.name}",
-        f"cdr/{request.node.name}/date=2024-03-07",
-        "2024-03-07",
-    )
+    day = "2024-03-07"
+    url, prefix = f"abfs://cdr/{request.node.name}", f"cdr/{request.node.name}/date={day}"
     options = {"slices": 1, "per_page": 50, "row_group_rows": 50, "file_rows": 100}
     assert land(url, day, "azure_fail", **options).state == "success"
     before = day_state(azure, prefix)
@@ -199,8 +195,13 @@ def test_put_blob_conditions_let_exactly_one_of_racing_writers_through(azure: An
         assert current is not None and current.data == payloads[outcomes.index("won")]
 
 
-def test_abfs_needs_no_connection_but_a_connection_needs_the_azure_provider() -> None:
-    base = open_base("abfs://cdr/somewhere")
-    assert isinstance(base, UPath) and base.protocol == "abfs" and getattr(base, "conn_id", None) is None
+def test_abfs_and_az_need_no_connection_but_a_connection_needs_the_azure_provider(azure: Any) -> None:
+    for scheme in ("abfs", "az"):
+        base = open_base(f"{scheme}://cdr/scheme-{scheme}")
+        assert isinstance(base, UPath) and base.protocol == scheme and getattr(base, "conn_id", None) is None
+        assert supports_conditional_writes(base.fs)
+        summary = write_day(base, DAY, day_records(DAY, 20))
+        assert summary.location == f"{scheme}://cdr/scheme-{scheme}/date={DAY.isoformat()}"
+        assert azure.cat_file(f"cdr/scheme-{scheme}/date={DAY.isoformat()}/{summary.files[0]}")[:4] == b"PAR1"
     with pytest.raises(CDRConfigError, match=r"output_conn_id 'wasb_default' needs a provider .* abfs://"):
         open_base("abfs://cdr/somewhere", "wasb_default")
