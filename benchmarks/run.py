@@ -54,6 +54,11 @@ class Result:
     peak_rss_mib: float
     requests: int
     server_cpu_s: float
+    before_first_request_s: float
+    """From the variant's start to its first request's arrival at the stand-in."""
+    after_last_request_s: float
+    """From the last request's arrival at the stand-in to the variant's end: for the ceiling the
+    last answer's latency and transfer, for the operator that plus the work no download overlaps."""
 
     @property
     def rate(self) -> float:
@@ -130,6 +135,9 @@ def measure(
                 server_cpu = _cpu_seconds(stand_in)
                 samples.append(run_variant(variant, env, out))
                 samples[-1]["server_cpu_s"] = _cpu_seconds(stand_in) - server_cpu
+                arrivals = stand_in.timeline()["arrivals"]
+                samples[-1]["before_first_request_s"] = min(arrivals) - samples[-1]["started_at"]
+                samples[-1]["after_last_request_s"] = samples[-1]["ended_at"] - max(arrivals)
                 requests = requests or stand_in.stats()["requests"]
                 if attempt == 0 and variant != "ceiling":
                     landed = uuids(
@@ -153,6 +161,8 @@ def measure(
                     statistics.median(s["peak_rss_mib"] for s in samples),
                     requests,
                     statistics.median(s["server_cpu_s"] for s in samples),
+                    statistics.median(s["before_first_request_s"] for s in samples),
+                    statistics.median(s["after_last_request_s"] for s in samples),
                 )
             )
         if volume == min(VOLUMES) and fixed_ms and not DATA[data] and not SERVERS[server]:
@@ -237,6 +247,45 @@ def profile_operator(volume: int, work: Path) -> str:
     return "\n\n".join(tables)
 
 
+GIL_SAMPLE_HZ = 50
+
+
+def gil_share(volume: int, work: Path) -> tuple[float, float] | None:
+    """The share of the operator's timed wall time in which a thread of it held the GIL, and that
+    run's wall time (drifted data, pages of 10,000, with latency), sampled by py-spy in a run of its own.
+
+    Near 100 % means the Python parts of the threads take turns and more overlap cannot help; well
+    below, the threads wait on something else (the network, each other). None without py-spy.
+    """
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return None
+    fixed_ms, per_record_us = LATENCIES["80 ms + 10 us/record"]
+    with StandIn(
+        records_per_day=volume, timezone=ZONE, now="2024-03-20T12:00:00Z", type_drift=DATA["drifted"]
+    ) as stand_in:
+        stand_in.truth(start_date=PREVIOUS_DAY, end_date=NEXT_DAY)
+        stand_in.set_faults(latency_ms=fixed_ms, latency_per_record_us=per_record_us)
+        raw = work / "gil.txt"
+        command = [str(spy), "record", "--gil", "--nonblocking", "--rate", str(GIL_SAMPLE_HZ)]
+        command += ["--format", "raw", "--output", str(raw), "--", sys.executable, str(HERE / "variants.py")]
+        command += ["operator", "--day", DAY, "--out", str(work / "gil")]
+        done = subprocess.run(
+            command, env=environment(stand_in, work / "home"), capture_output=True, text=True
+        )
+    if done.returncode:
+        raise RuntimeError(f"py-spy failed:\n{done.stderr[-3000:]}")
+    printed = next(line for line in done.stdout.splitlines() if line.startswith('{"records"'))
+    wall = json.loads(printed)["wall_s"]
+    held = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        # The timed part: the variant's own function on the main thread, and the threads it starts.
+        if "_find_and_load" not in stack and ("operator (variants.py" in stack or "_bootstrap" in stack):
+            held += int(count)
+    return held / (wall * GIL_SAMPLE_HZ), wall
+
+
 def one_core_rates() -> dict[str, list[float]]:
     """convert_speed.py in a process of its own (it pins itself to one core)."""
     command = [sys.executable, str(HERE / "convert_speed.py"), "--json"]
@@ -275,6 +324,7 @@ def report(
     one_core: dict[str, list[float]],
     floor_mib: float,
     paging: str,
+    gil: tuple[float, float] | None,
 ) -> str:
     lines = [
         "# Benchmark: CDRToParquetOperator vs the hand-written baseline",
@@ -375,7 +425,7 @@ def report(
         paging,
     ]
     lines += ["", "## Checks in the same run", ""] + [f"- {note}" for note in notes]
-    lines += ["", *analysis(results, one_core)]
+    lines += ["", *analysis(results, one_core, gil)]
     lines += [
         "",
         "## Where the operator's time goes (cProfile, drifted data, no latency, concurrency 1, own time)",
@@ -386,7 +436,9 @@ def report(
     return "\n".join(lines)
 
 
-def analysis(results: list[Result], one_core: dict[str, list[float]]) -> list[str]:
+def analysis(
+    results: list[Result], one_core: dict[str, list[float]], gil: tuple[float, float] | None
+) -> list[str]:
     """What limits the operator, in this run's own numbers (no figure here is typed in by hand)."""
     floor_rate = one_core["regular: Arrow's JSON parse alone (the floor)"][1]
     drifted_rate = one_core["drifted: bytes -> committed Parquet day"][1]
@@ -415,6 +467,32 @@ def analysis(results: list[Result], one_core: dict[str, list[float]]) -> list[st
             f"CPU and the stand-in, serving it from the same cores, {b.server_cpu_s:.1f} s "
             f"({b.cpu_s + b.server_cpu_s:.1f} in all, in {b.wall_s:.1f} s of wall time). The ceiling "
             f"itself needs {c.cpu_s:.1f} + {c.server_cpu_s:.1f} s."
+        )
+    for server in SERVERS:
+        for volume in VOLUMES:
+            b = find(results, "drifted", server, "80 ms + 10 us/record", volume, "operator")
+            c = find(results, "drifted", server, "80 ms + 10 us/record", volume, "ceiling")
+            if b is None or c is None:
+                continue
+            front = b.before_first_request_s - c.before_first_request_s
+            tail = b.after_last_request_s - c.after_last_request_s
+            middle = b.wall_s - c.wall_s - front - tail
+            lines.append(
+                f"- Where the operator's extra {b.wall_s - c.wall_s:.2f} s over the ceiling go, drifted, "
+                f"{server}, {volume:,} records with latency (against the stand-in's request times): "
+                f"{front:.2f} s more before its first request (settings, connection, the day's checks), "
+                f"{middle:.2f} s more between its first and last requests (slices waiting for pages to be "
+                f"read, cores shared with converting), {tail:.2f} s more after its last request "
+                "(converting and committing what the last answers carried, which no download overlaps)."
+            )
+    if gil is not None:
+        share, wall = gil
+        lines.append(
+            f"- The GIL, drifted, honours 10,000, {top:,} records with latency (py-spy --gil at "
+            f"{GIL_SAMPLE_HZ} samples/s, a run of its own, {wall:.1f} s): a thread of the operator held it "
+            f"{share:.0%} of the wall time. Threads take turns on the GIL for the Python parts of the work "
+            "(reading the answers, per-page checks, dedupe keys, handing batches to the writer): the "
+            "closer this is to 100 %, the less more overlap can give."
         )
     for data in DATA:
         a = find(results, data, "caps at 1,000", "80 ms + 10 us/record", min(VOLUMES), "baseline")
@@ -501,8 +579,9 @@ def main() -> None:
         profile = profile_operator(min(VOLUMES), work)
         floor = import_floor_mib(work)
         paging = paging_costs(min(VOLUMES), work)
+        gil = gil_share(max(VOLUMES), work)
     one_core = one_core_rates()
-    (HERE / "results.md").write_text(report(results, notes, profile, args.runs, one_core, floor, paging))
+    (HERE / "results.md").write_text(report(results, notes, profile, args.runs, one_core, floor, paging, gil))
     chart(results, HERE / "results.png")
     print((HERE / "results.md").read_text())
 

@@ -1,6 +1,8 @@
 """One benchmark variant in a process of its own, so its peak RSS and CPU time are its own.
 
-Run by ``benchmarks/run.py``; prints one JSON line: records, wall_s, cpu_s, peak_rss_mib.
+Run by ``benchmarks/run.py``; prints one JSON line: records, wall_s, cpu_s, peak_rss_mib, and the
+epoch seconds the timed part started and ended at (``started_at``, ``ended_at``: to set against
+the stand-in's request times).
 
 - ``baseline``: what a DAG author writes by hand today: HttpHook in a page loop with
   ``per_page=1000`` (the API's own example), search_token handled, every record gathered
@@ -152,7 +154,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     run = {"baseline": baseline, "operator": operator, "ceiling": ceiling, "imports": imports}[args.variant]
     _import_before_timing(args.variant)
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started_at, started, cpu_started = time.time(), time.perf_counter(), time.process_time()
     if args.profile:
         import cProfile
 
@@ -162,8 +164,20 @@ def main() -> None:
     else:
         records = run(args.day, args.out)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    ended_at = time.time()
     peak_kib = _peak_rss_kib()
-    print(json.dumps({"records": records, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_kib / 1024}))
+    print(
+        json.dumps(
+            {
+                "records": records,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "peak_rss_mib": peak_kib / 1024,
+                "started_at": started_at,
+                "ended_at": ended_at,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

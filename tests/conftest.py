@@ -138,6 +138,16 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """A local GCS (gcp-storage-emulator) on a free loopback port; `tests.gcs_local.point_gcsfs` aims
+    gcsfs at it."""
+    from tests.gcs_local import gcs_emulator
+
+    with gcs_emulator() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A local Redis server (Debian's redis-server), for the shared rate limit."""
     from tests.redis_local import redis_server

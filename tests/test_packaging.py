@@ -144,7 +144,7 @@ def test_metadata_urls(metadata: Message) -> None:
 
 
 def test_dev_tools_are_not_published(metadata: Message) -> None:
-    assert metadata.get_all("Provides-Extra") == ["s3", "redis", "delta", "azure"]
+    assert metadata.get_all("Provides-Extra") == ["s3", "redis", "delta", "gcs", "azure"]
     requires = [Requirement(text) for text in metadata.get_all("Requires-Dist", [])]
     names = {requirement.name for requirement in requires}
     assert not names & {"pytest", "hypothesis", "ruff", "mypy", "import-linter", "moto", "matplotlib"}

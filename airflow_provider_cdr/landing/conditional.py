@@ -5,7 +5,9 @@ S3 (s3fs) honours ``If-Match: <etag>`` and ``If-None-Match: *`` on PutObject, an
 atomically: of two writers that read the same version, at most one replaces it; so does Azure
 Blob Storage through adlfs (``conditional_azure``). On other fsspec stores the version is checked
 by reading just before the write, which leaves a window in which two writers can both pass
-(``conditional=False``; the partition module says what that costs).
+(``conditional=False``; the partition module says what that costs). Google Cloud Storage is one of
+those: GCS applies ``ifGenerationMatch`` atomically, but the emulator the tests can run
+(gcp-storage-emulator) ignores it, so it is not relied on untested.
 
 A write whose answer is lost (a timeout, a dropped connection) may still have happened; s3fs and
 botocore even retry it, and the retry is refused (412) because the first attempt succeeded. So

@@ -28,14 +28,9 @@ def check_output_path(value: Any) -> str | UPath:
     return value
 
 
-def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | UPath | ObjectStoragePath:
-    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise.
-
-    A URL whose scheme no installed provider registers with Airflow (``abfs://`` without
-    apache-airflow-providers-microsoft-azure) and no ``conn_id``: a plain ``UPath``, which fsspec
-    configures from the store's own settings (adlfs: ``AZURE_STORAGE_*`` variables). Airflow
-    itself would refuse the scheme.
-    """
+def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | ObjectStoragePath | UPath:
+    """A plain absolute path for local disk (atomic renames), an ObjectStoragePath otherwise (or, for
+    a scheme no installed provider registers, fsspec's own filesystem: see `_remote`)."""
     if is_local(output_path):
         path = local_path(output_path)
         if os.path.exists(path) and not os.path.isdir(path):
@@ -52,16 +47,29 @@ def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | UPa
         return cast(ObjectStoragePath, output_path)
     if urlsplit(output_path).password or urlsplit(output_path).username:
         raise CDRConfigError("output_path must not carry credentials; use output_conn_id")
-    scheme = urlsplit(output_path).scheme
-    if not has_fs(scheme):
-        if conn_id:
-            raise CDRConfigError(
-                f"output_conn_id {conn_id!r} needs a provider that gives Airflow a {scheme}:// filesystem, "
-                f"and none is installed; or leave output_conn_id unset and configure the {scheme}:// "
-                "filesystem through its own settings (environment variables)"
-            )
-        return UPath(output_path)
-    return ObjectStoragePath(output_path, conn_id=conn_id)
+    return _remote(output_path, conn_id)
+
+
+def _remote(url: str, conn_id: str | None) -> ObjectStoragePath | UPath:
+    """Airflow's ObjectStoragePath when an installed provider registers the URL's scheme (its
+    connection, `conn_id`, gives the credentials); else fsspec's own filesystem for the scheme, with
+    the credentials that library finds itself (gcsfs for ``gs://``: Application Default Credentials;
+    adlfs for ``abfs://`` and ``az://``: ``AZURE_STORAGE_*`` variables).
+
+    Airflow has no such fallback: an ObjectStoragePath of an unregistered scheme fails at its first
+    use ("No filesystem registered for scheme gs"), with or without a connection id.
+    """
+    scheme = urlsplit(url).scheme
+    if has_fs(scheme):
+        return ObjectStoragePath(url, conn_id=conn_id)
+    if conn_id:
+        raise CDRConfigError(
+            f"output_conn_id {conn_id!r} needs an Airflow filesystem for {scheme}://, and no installed "
+            f"provider registers one (for gs://: apache-airflow-providers-google; for abfs://: "
+            f"apache-airflow-providers-microsoft-azure). Install it, or leave "
+            f"output_conn_id out to use the credentials the fsspec library for {scheme}:// finds itself."
+        )
+    return UPath(url)
 
 
 def asset_uri(output_path: str | UPath) -> str:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_cdr.api.errors import CDRConfigError
@@ -133,3 +134,35 @@ def test_task_processes_keep_one_rate_together(
         assert stats["max_per_second"] <= rate, json.dumps(stats["per_second"])
     else:  # each process keeps its own cap: together they exceed it (what the shared cap is for)
         assert stats["max_per_second"] > rate, json.dumps(stats["per_second"])
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["through-redis", "per-process"])
+def test_429s_with_and_without_retry_after_land_exactly_and_the_pause_holds_every_process(
+    api: Any, redis_url: str, tmp_path: Path, shared: bool
+) -> None:
+    """NOTES.md: a 429 may or may not carry Retry-After; this server answers both ways. Task
+    processes sharing the gate land exactly, and none sends while a Retry-After pause lasts."""
+    extra: dict[str, Any] = (
+        {"concurrency": 4, "rate_limit_redis": redis_url} if shared else {"concurrency": 4}
+    )
+    env = {**os.environ, "AIRFLOW_CONN_CDR_DEFAULT": connection_json(api, **extra)}
+    days = ["2024-03-05", "2024-03-06"]
+    api.set_faults(rate_429=0.05, rate_429_retry_after=0.05, retry_after_s=1)
+    land_at_once(tmp_path, days, env)
+    for day in days:
+        landed = pq.read_table(tmp_path / "out" / f"date={day}", columns=["uuid"]).column("uuid").to_pylist()
+        assert sorted(landed) == sorted(api.truth(start_date=day, end_date=day))
+    timeline = api.timeline()
+    assert api.stats()["by_status"]["429"] > len(timeline["retry_afters"]) > 0, "both readings fired"
+    # Requests that arrived while a pause was on, leaving time for the 429 to reach its process
+    # and for a request already past the gate to arrive.
+    during_pauses = [
+        arrival
+        for arrived, seconds in timeline["retry_afters"]
+        for arrival in timeline["arrivals"]
+        if arrived + 0.3 < arrival < arrived + seconds - 0.05
+    ]
+    if shared:
+        assert not during_pauses, during_pauses
+    else:  # each process pauses only itself: the other goes on (what sharing the pause is for)
+        assert during_pauses

@@ -203,5 +203,8 @@ def test_abfs_and_az_need_no_connection_but_a_connection_needs_the_azure_provide
         summary = write_day(base, DAY, day_records(DAY, 20))
         assert summary.location == f"{scheme}://cdr/scheme-{scheme}/date={DAY.isoformat()}"
         assert azure.cat_file(f"cdr/scheme-{scheme}/date={DAY.isoformat()}/{summary.files[0]}")[:4] == b"PAR1"
-    with pytest.raises(CDRConfigError, match=r"output_conn_id 'wasb_default' needs a provider .* abfs://"):
+    with pytest.raises(
+        CDRConfigError,
+        match=r"output_conn_id 'wasb_default' needs an Airflow filesystem for abfs://.*microsoft-azure",
+    ):
         open_base("abfs://cdr/somewhere", "wasb_default")
