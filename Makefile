@@ -19,7 +19,10 @@ OLDEST_TESTS := tests/test_provider_info.py tests/test_connection_form.py tests/
 OLDEST_SKIP := --ignore=tests/operators/test_delta_table.py --ignore=tests/hooks/test_shared_rate_limit.py \
 	--deselect=tests/test_example_dags_run.py::test_daily_and_range_dags_land_into_one_delta_table
 
-.PHONY: venv venv-oldest demo test test-oldest lint bench clean
+# Azurite, the Azure Storage emulator the Azure tests start: from npm, pinned by .ci/azurite's lock file.
+AZURITE := .ci/azurite/node_modules/.bin/azurite-blob
+
+.PHONY: venv venv-oldest demo test test-oldest lint bench clean azurite
 
 venv: $(STAMP)
 
@@ -38,7 +41,13 @@ lint: venv
 	$(VENV)/bin/mypy airflow_provider_cdr
 	$(VENV)/bin/lint-imports
 
-test: lint
+azurite: $(AZURITE)
+
+$(AZURITE): .ci/azurite/package.json .ci/azurite/package-lock.json
+	npm ci --prefix .ci/azurite --no-audit --no-fund --loglevel=error
+	touch $(AZURITE)
+
+test: lint $(AZURITE)
 	$(VENV)/bin/pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
 	$(MAKE) test-oldest
 
@@ -57,4 +66,4 @@ bench: venv
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .demo build *.egg-info
+	rm -rf $(VENV) $(OLDEST) .demo build *.egg-info .ci/azurite/node_modules

@@ -157,3 +157,14 @@ def redis_url() -> Iterator[str]:
 
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """A local Azure Blob Storage emulator (Azurite, `make azurite`) with container ``cdr``; yields
+    its connection string (Azurite's published development account: still never log it)."""
+    from tests.azure_local import azurite_blob, create_container
+
+    with azurite_blob() as conn:
+        create_container(conn, "cdr")
+        yield conn

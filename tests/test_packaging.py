@@ -144,13 +144,15 @@ def test_metadata_urls(metadata: Message) -> None:
 
 
 def test_dev_tools_are_not_published(metadata: Message) -> None:
-    assert metadata.get_all("Provides-Extra") == ["s3", "redis", "delta"]
+    assert metadata.get_all("Provides-Extra") == ["s3", "redis", "delta", "gcs", "azure"]
     requires = [Requirement(text) for text in metadata.get_all("Requires-Dist", [])]
     names = {requirement.name for requirement in requires}
     assert not names & {"pytest", "hypothesis", "ruff", "mypy", "import-linter", "moto", "matplotlib"}
     assert {"apache-airflow", "apache-airflow-providers-http", "pyarrow"} <= names
     s3 = [r for r in requires if r.marker is not None and r.marker.evaluate({"extra": "s3"})]
     assert [r.name for r in s3] == ["apache-airflow-providers-amazon"]
+    azure = [r for r in requires if r.marker is not None and r.marker.evaluate({"extra": "azure"})]
+    assert [r.name for r in azure] == ["adlfs"]
 
 
 def test_the_oldest_airflow_tested_is_the_oldest_the_metadata_allows(metadata: Message) -> None:

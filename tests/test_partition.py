@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
+from upath import UPath
 
 import airflow_provider_cdr
 from airflow_provider_cdr.convert.records import RecordConverter
@@ -499,7 +500,7 @@ def test_misuse_is_refused_clearly(tmp_path: Path) -> None:
             writer.commit()
 
 
-# --- object storage (moto's S3 on 127.0.0.1) --------------------------------------------
+# --- object storage (moto's S3 and Azurite's Blob Storage on 127.0.0.1) --------------------
 
 
 @pytest.fixture(scope="session")
@@ -514,36 +515,48 @@ def s3_bucket(s3_endpoint: str) -> Iterator[str]:
         yield "cdr-test"
 
 
-def s3_base(bucket: str, name: str) -> ObjectStoragePath:
-    return ObjectStoragePath(f"s3://{bucket}/{name}", conn_id="aws_test")
+@pytest.fixture(params=["s3", "azure"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The root URL of an object store: moto's S3 through an Airflow connection, or Azurite through
+    adlfs configured from the environment (Airflow has no abfs:// filesystem without the azure provider)."""
+    if request.param == "s3":
+        return f"s3://{request.getfixturevalue('s3_bucket')}"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", request.getfixturevalue("azurite"))
+    return "abfs://cdr"
 
 
-def s3_names(base: ObjectStoragePath, day: date) -> list[str]:
+def object_base(store: str, name: str) -> UPath:
+    if store.startswith("s3://"):
+        return ObjectStoragePath(f"{store}/{name}", conn_id="aws_test")
+    return UPath(f"{store}/{name}")
+
+
+def object_names(base: UPath, day: date) -> list[str]:
     partition = base / f"date={day.isoformat()}"
     partition.fs.invalidate_cache()
     return sorted(path.name for path in partition.iterdir())
 
 
-def read_s3_day(base: ObjectStoragePath, day: date) -> pa.Table:
+def read_object_day(base: UPath, day: date) -> pa.Table:
     return pq.read_table(f"{base.path}/date={day.isoformat()}", filesystem=base.fs, partitioning=None)
 
 
-def test_s3_day_written_rerun_and_read_back(s3_bucket: str) -> None:
-    base = s3_base(s3_bucket, "cdr")
+def test_object_store_day_written_rerun_and_read_back(store: str) -> None:
+    base = object_base(store, "cdr")
     other = write_day(base, OTHER_DAY, day_records(OTHER_DAY, 200))
     records = day_records(DAY, 1500)
     first = write_day(base, DAY, records, file_rows=600)
     assert first.rows == 1500 and len(first.files) == 3
-    assert s3_names(base, DAY) == sorted([*first.files, "_manifest.json"])
-    assert sorted_rows(read_s3_day(base, DAY)) == sorted_rows(expected_table(records))
+    assert object_names(base, DAY) == sorted([*first.files, "_manifest.json"])
+    assert sorted_rows(read_object_day(base, DAY)) == sorted_rows(expected_table(records))
 
     second = write_day(base, DAY, records, file_rows=600)
-    assert s3_names(base, DAY) == sorted([*second.files, "_manifest.json"]), "old parts are deleted"
-    assert sorted_rows(read_s3_day(base, DAY)) == sorted_rows(expected_table(records))
+    assert object_names(base, DAY) == sorted([*second.files, "_manifest.json"]), "old parts are deleted"
+    assert sorted_rows(read_object_day(base, DAY)) == sorted_rows(expected_table(records))
     manifest = read_manifest(base / "date=2024-07-31")
     assert [entry["name"] for entry in manifest["files"]] == second.files
     assert manifest["rows"] == 1500
-    assert s3_names(base, OTHER_DAY) == sorted([*other.files, "_manifest.json"])
+    assert object_names(base, OTHER_DAY) == sorted([*other.files, "_manifest.json"])
 
     base.fs.invalidate_cache()
     dataset = ds.dataset(base.path, filesystem=base.fs, format="parquet", partitioning="hive")
@@ -551,19 +564,19 @@ def test_s3_day_written_rerun_and_read_back(s3_bucket: str) -> None:
     assert dataset.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
 
 
-def test_s3_empty_day_is_a_valid_partition(s3_bucket: str) -> None:
-    base = s3_base(s3_bucket, "empty")
+def test_object_store_empty_day_is_a_valid_partition(store: str) -> None:
+    base = object_base(store, "empty")
     summary = write_day(base, DAY, [])
     assert summary.rows == 0 and len(summary.files) == 1
     assert summary.manifest_path.endswith("date=2024-07-31/_manifest.json")
-    table = read_s3_day(base, DAY)
+    table = read_object_day(base, DAY)
     assert table.num_rows == 0
     assert table.schema.equals(CDR_SCHEMA, check_metadata=False)
     assert read_manifest(base / "date=2024-07-31")["files"][0]["rows"] == 0
 
 
-def test_s3_unfinished_file_is_invisible_and_abort_deletes_the_run(s3_bucket: str) -> None:
-    base = s3_base(s3_bucket, "abort")
+def test_object_store_unfinished_file_is_invisible_and_abort_deletes_the_run(store: str) -> None:
+    base = object_base(store, "abort")
     previous = write_day(base, DAY, day_records(DAY, 100))
     converter = RecordConverter()
     with (
@@ -572,27 +585,27 @@ def test_s3_unfinished_file_is_invisible_and_abort_deletes_the_run(s3_bucket: st
     ):
         for page in pages(day_records(DAY, 500, seed=4), 100):
             writer.write_batch(converter.to_batch(page))
-        names = s3_names(base, DAY)
+        names = object_names(base, DAY)
         # One finished part of this run is visible (no manifest names it yet); the one being
         # uploaded is not.
         new = [name for name in names if name not in [*previous.files, "_manifest.json"]]
         assert len(new) == 1
         raise RuntimeError("stop")
-    assert s3_names(base, DAY) == sorted([*previous.files, "_manifest.json"])
+    assert object_names(base, DAY) == sorted([*previous.files, "_manifest.json"])
     assert read_manifest(base / "date=2024-07-31")["files"][0]["name"] == previous.files[0]
 
 
-def test_s3_parts_left_by_a_crashed_run_are_deleted_by_the_next_commit(s3_bucket: str) -> None:
-    base = s3_base(s3_bucket, "orphans")
+def test_object_store_parts_left_by_a_crashed_run_are_deleted_by_the_next_commit(store: str) -> None:
+    base = object_base(store, "orphans")
     previous = write_day(base, DAY, day_records(DAY, 50))
     orphan = base / "date=2024-07-31" / "part-crashed-00000000-00000.parquet"
     orphan.write_bytes(b"a finished part of a run that never committed")
     # A writer that does not commit leaves it: it could be a live writer's whose lease expired.
     with DayPartitionWriter(base, DAY) as writer:
         writer.abort()
-    assert s3_names(base, DAY) == sorted([*previous.files, "_manifest.json", orphan.name])
+    assert object_names(base, DAY) == sorted([*previous.files, "_manifest.json", orphan.name])
     # A commit, made while holding the lease, leaves only what its manifest lists.
     records = day_records(DAY, 70, seed=1)
     latest = write_day(base, DAY, records)
-    assert s3_names(base, DAY) == sorted([*latest.files, "_manifest.json"])
-    assert sorted_rows(read_s3_day(base, DAY)) == sorted_rows(expected_table(records))
+    assert object_names(base, DAY) == sorted([*latest.files, "_manifest.json"])
+    assert sorted_rows(read_object_day(base, DAY)) == sorted_rows(expected_table(records))

@@ -2,11 +2,12 @@
 the object-store lease and of the manifest commit.
 
 S3 (s3fs) honours ``If-Match: <etag>`` and ``If-None-Match: *`` on PutObject, and applies them
-atomically: of two writers that read the same version, at most one replaces it. On other fsspec
-stores the version is checked by reading just before the write, which leaves a window in which
-two writers can both pass (``conditional=False``; the partition module says what that costs).
-Google Cloud Storage is one of those: GCS applies ``ifGenerationMatch`` atomically, but the
-emulator the tests can run (gcp-storage-emulator) ignores it, so it is not relied on untested.
+atomically: of two writers that read the same version, at most one replaces it; so does Azure
+Blob Storage through adlfs (``conditional_azure``). On other fsspec stores the version is checked
+by reading just before the write, which leaves a window in which two writers can both pass
+(``conditional=False``; the partition module says what that costs). Google Cloud Storage is one of
+those: GCS applies ``ifGenerationMatch`` atomically, but the emulator the tests can run
+(gcp-storage-emulator) ignores it, so it is not relied on untested.
 
 A write whose answer is lost (a timeout, a dropped connection) may still have happened; s3fs and
 botocore even retry it, and the retry is refused (412) because the first attempt succeeded. So
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec.asyn
+
+from airflow_provider_cdr.landing import conditional_azure
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +51,17 @@ class WriteUncertain(Exception):
 
 
 def supports_conditional_writes(fs: Any) -> bool:
-    """True for the stores whose PutObject honours If-Match / If-None-Match (S3 through s3fs)."""
+    """True for the stores whose writes honour If-Match / If-None-Match (S3 through s3fs, Azure through adlfs)."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-    return bool(_CONDITIONAL_PROTOCOLS.intersection(protocols))
+    return bool(_CONDITIONAL_PROTOCOLS.intersection(protocols)) or conditional_azure.handles(fs)
 
 
 def read_versioned(fs: Any, path: str) -> Versioned | None:
     """The object and its ETag from one consistent read, or None when there is no object."""
     if supports_conditional_writes(fs) and hasattr(fs, "_call_s3"):
         return _read_s3(fs, path)
+    if conditional_azure.handles(fs):
+        return conditional_azure.read_versioned(fs, path)
     return _read_generic(fs, path)
 
 
@@ -134,6 +139,8 @@ def replace_version(
 
 
 def _put(fs: Any, path: str, data: bytes, expected: Versioned | None, *, conditional: bool) -> Versioned:
+    if conditional and conditional_azure.handles(fs):
+        return conditional_azure.put(fs, path, data, expected)
     if conditional:
         condition = {"IfMatch": expected.etag} if expected is not None else {"IfNoneMatch": "*"}
         answer = fs.pipe_file(path, data, **condition)

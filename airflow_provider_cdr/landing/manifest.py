@@ -62,7 +62,10 @@ def read_manifest(partition: UPath | str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a committed partition directory (e.g. ``{base}/date=2024-07-31``)."""
     if isinstance(partition, UPath):
         manifest = partition / MANIFEST_NAME
-        manifest.fs.invalidate_cache(manifest.path)  # a listing cached earlier would name an older version
+        # A listing cached earlier would give an older version's size (and a cut read). adlfs
+        # forgets only the exact path it is given, so the partition's listing goes too.
+        manifest.fs.invalidate_cache(manifest.path)
+        manifest.fs.invalidate_cache(partition.path)
         text = manifest.read_text()
     else:
         text = Path(partition, MANIFEST_NAME).read_text(encoding="utf-8")

@@ -45,7 +45,11 @@ one complete version, always. A reader that globs ``date=D/*.parquet`` sees, dur
 the old files plus the new ones finished so far (the day counted twice) until step 6, and after a
 crash or a failed clean-up the files left over until the next commit of that day.
 
-Stores without conditional writes (any fsspec store but S3 here): the lease and the manifest are
+Azure Blob Storage (adlfs) honours the same conditions, atomically (``conditional_azure``), and
+gets the same protocol; a part's upload there is staged blocks that become a blob only when the
+block list is committed at close, so a discarded part never appears.
+
+Stores without conditional writes (any fsspec store but S3 and Azure here): the lease and the manifest are
 checked by reading just before writing, so two writers starting at the same moment can both pass;
 then the later commit wins and each manifest still names only its own complete files. Since a
 racing writer could still commit, unlisted parts are never deleted there (only replaced
@@ -167,7 +171,7 @@ class ObjectPartitionStore:
     def discard(self, name: str, handle: IO[bytes]) -> None:
         file: Any = handle
         try:
-            file.discard()  # cancels the upload (s3fs aborts its multipart upload): no object appears
+            file.discard()  # cancels the upload (s3fs aborts its multipart upload; adlfs never commits its blocks)
         finally:
             file.closed = True  # else fsspec finishes the upload when the file object is collected
 

@@ -49,7 +49,8 @@ files left over until the next commit of that day. A reader that opens
 ``_manifest.json`` and reads the files it lists always sees exactly one complete
 version. An abort deletes the run's own objects and cancels the upload in flight.
 Multipart uploads left by a killed process stay invisible and are reclaimed by the
-bucket's lifecycle rule for incomplete uploads. The protocol (a lease per day, the
+bucket's lifecycle rule for incomplete uploads (on Azure, uncommitted blocks are dropped
+by the service after a week). The protocol (a lease per day, the
 conditional commit, what is deleted when and why that is safe) is in ``object_store``.
 
 *Two writers of the same day at once.* At most one version is committed at a time and

@@ -53,7 +53,8 @@ def open_base(output_path: str | UPath, conn_id: str | None = None) -> str | Obj
 def _remote(url: str, conn_id: str | None) -> ObjectStoragePath | UPath:
     """Airflow's ObjectStoragePath when an installed provider registers the URL's scheme (its
     connection, `conn_id`, gives the credentials); else fsspec's own filesystem for the scheme, with
-    the credentials that library finds itself (gcsfs for ``gs://``: Application Default Credentials).
+    the credentials that library finds itself (gcsfs for ``gs://``: Application Default Credentials;
+    adlfs for ``abfs://`` and ``az://``: ``AZURE_STORAGE_*`` variables).
 
     Airflow has no such fallback: an ObjectStoragePath of an unregistered scheme fails at its first
     use ("No filesystem registered for scheme gs"), with or without a connection id.
@@ -64,7 +65,8 @@ def _remote(url: str, conn_id: str | None) -> ObjectStoragePath | UPath:
     if conn_id:
         raise CDRConfigError(
             f"output_conn_id {conn_id!r} needs an Airflow filesystem for {scheme}://, and no installed "
-            f"provider registers one (for gs://: apache-airflow-providers-google). Install it, or leave "
+            f"provider registers one (for gs://: apache-airflow-providers-google; for abfs://: "
+            f"apache-airflow-providers-microsoft-azure). Install it, or leave "
             f"output_conn_id out to use the credentials the fsspec library for {scheme}:// finds itself."
         )
     return UPath(url)
