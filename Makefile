@@ -48,7 +48,7 @@ $(AZURITE): .ci/azurite/package.json .ci/azurite/package-lock.json
 	touch $(AZURITE)
 
 test: lint $(AZURITE)
-	$(VENV)/bin/pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -p no:cacheprovider -q -ra --durations=30 $(PYTEST_ARGS)
 	$(MAKE) test-oldest
 
 venv-oldest: $(OLDEST_STAMP)
@@ -60,7 +60,7 @@ $(OLDEST_STAMP): pyproject.toml .ci/oldest-airflow.txt $(STAMP)
 	touch $(OLDEST_STAMP)
 
 test-oldest: $(OLDEST_STAMP)
-	$(OLDEST)/bin/pytest -p no:cacheprovider -q -ra $(OLDEST_TESTS) $(OLDEST_SKIP)
+	$(OLDEST)/bin/pytest -p no:cacheprovider -q -ra --durations=30 $(OLDEST_TESTS) $(OLDEST_SKIP)
 
 bench: venv
 	$(PY) benchmarks/run.py
