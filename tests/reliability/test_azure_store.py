@@ -31,12 +31,12 @@ from airflow_provider_cdr.landing.conditional import (
     supports_conditional_writes,
 )
 from airflow_provider_cdr.landing.lease import LEASE_DIR, LeaseRecord
-from airflow_provider_cdr.landing.writer import DayPartitionWriter, read_manifest
+from airflow_provider_cdr.landing.writer import DayPartitionWriter
 from airflow_provider_cdr.tasks.output import open_base
 from tests.airflow_db import ensure_airflow_db
 from tests.operators.test_cdr_to_parquet import xcom_return
 from tests.reliability.reliability_support import land
-from tests.reliability.test_concurrent_writers import DAY, Race, assert_round, assert_s3_day
+from tests.reliability.test_concurrent_writers import DAY, Race, race_rounds
 from tests.test_partition import day_records, write_day
 
 RACE_ROUNDS = 5  # a round costs ~40 requests to Azurite and ~1.5 s here; the conditions test races more
@@ -152,16 +152,10 @@ def test_two_writers_of_a_day_on_azure_leave_one_whole_version(azure: Any, colli
     url = f"abfs://cdr/race-{'colliding' if colliding else 'free'}"
     base = UPath(url)
     assert supports_conditional_writes(base.fs), "Azure takes the conditional path, as S3 does"
-    winners: list[str] = []
     with Race(url, None, RACE_ROUNDS, colliding=colliding) as race:
-        for _ in range(RACE_ROUNDS):
-            results = race.round()
-            assert_round(results, colliding=colliding)
-            manifest = read_manifest(base / f"date={DAY.isoformat()}")
-            winners += sorted((r for r in results if results[r][0] == "won"), key=manifest["run_id"].__eq__)
-            # Only the winner's files are left: a loser's parts are deleted, which the protocol
-            # does only on stores whose conditional writes are atomic.
-            assert_s3_day(base, winners)
+        # Only the winner's files are left: a loser's parts are deleted, which the protocol does
+        # only on stores whose conditional writes are atomic.
+        race_rounds(race, base, RACE_ROUNDS, colliding=colliding)
 
 
 def race_once(fs: Any, path: str, expected: Versioned | None, payloads: list[bytes]) -> list[str]:

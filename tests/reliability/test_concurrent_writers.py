@@ -184,18 +184,25 @@ def assert_s3_day(base: ObjectStoragePath, winners: list[str]) -> None:
     assert lease_record(base).released, "the winner released the day's lease"
 
 
+def race_rounds(race: Race, base: Any, rounds: int, *, colliding: bool) -> list[str]:
+    """Run `rounds` rounds of `race`, each checked (assert_round) and leaving the day exactly the last
+    winner's version with every earlier winner's files gone (assert_s3_day); returns the winners."""
+    winners: list[str] = []
+    for _ in range(rounds):
+        results = race.round()
+        assert_round(results, colliding=colliding)
+        manifest = read_manifest(base / f"date={DAY.isoformat()}")
+        winners += sorted((r for r in results if results[r][0] == "won"), key=manifest["run_id"].__eq__)
+        assert_s3_day(base, winners)
+    return winners
+
+
 @pytest.mark.parametrize("colliding", [True, False], ids=["colliding", "free"])
 def test_two_writers_of_a_day_on_s3_leave_one_whole_version(race_bucket: str, colliding: bool) -> None:
     url = f"s3://{race_bucket}/{'colliding' if colliding else 'free'}"
     base = ObjectStoragePath(url, conn_id=CONN_ID)
-    winners: list[str] = []
     with Race(url, CONN_ID, S3_ROUNDS, colliding=colliding) as race:
-        for _ in range(S3_ROUNDS):
-            results = race.round()
-            assert_round(results, colliding=colliding)
-            manifest = read_manifest(base / f"date={DAY.isoformat()}")
-            winners += sorted((r for r in results if results[r][0] == "won"), key=manifest["run_id"].__eq__)
-            assert_s3_day(base, winners)
+        winners = race_rounds(race, base, S3_ROUNDS, colliding=colliding)
     if not colliding:
         print(f"free race on S3: {S3_ROUNDS * 2 - len(winners)} of {S3_ROUNDS} rounds had a loser")
 
