@@ -16,7 +16,7 @@ import contextlib
 import multiprocessing
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -143,15 +143,8 @@ def assert_local_day(base: Path, winners: list[str]) -> None:
 
 @pytest.mark.parametrize("colliding", [True, False], ids=["colliding", "free"])
 def test_two_writers_of_a_day_on_local_disk_leave_one_whole_version(tmp_path: Path, colliding: bool) -> None:
-    winners: list[str] = []
     with Race(str(tmp_path), None, ROUNDS, colliding=colliding) as writers:
-        for _ in range(ROUNDS):
-            results = writers.round()
-            assert_round(results, colliding=colliding)
-            manifest = read_manifest(tmp_path / f"date={DAY.isoformat()}")
-            # Both may win a free round, one after the other: the manifest says who was last.
-            winners += sorted((r for r in results if results[r][0] == "won"), key=manifest["run_id"].__eq__)
-            assert_local_day(tmp_path, winners)
+        winners = race_rounds(writers, tmp_path, ROUNDS, colliding=colliding, check_day=assert_local_day)
     if not colliding:
         print(f"free race on disk: {ROUNDS * 2 - len(winners)} of {ROUNDS} rounds had a loser")
 
@@ -184,16 +177,25 @@ def assert_s3_day(base: ObjectStoragePath, winners: list[str]) -> None:
     assert lease_record(base).released, "the winner released the day's lease"
 
 
-def race_rounds(race: Race, base: Any, rounds: int, *, colliding: bool) -> list[str]:
+def race_rounds(
+    race: Race,
+    base: Any,
+    rounds: int,
+    *,
+    colliding: bool,
+    check_day: Callable[[Any, list[str]], None] = assert_s3_day,
+) -> list[str]:
     """Run `rounds` rounds of `race`, each checked (assert_round) and leaving the day exactly the last
-    winner's version with every earlier winner's files gone (assert_s3_day); returns the winners."""
+    winner's version (`check_day`: assert_s3_day on object stores, assert_local_day on disk); returns
+    the winners in order."""
     winners: list[str] = []
     for _ in range(rounds):
         results = race.round()
         assert_round(results, colliding=colliding)
         manifest = read_manifest(base / f"date={DAY.isoformat()}")
+        # Both may win a free round, one after the other: the manifest says who was last.
         winners += sorted((r for r in results if results[r][0] == "won"), key=manifest["run_id"].__eq__)
-        assert_s3_day(base, winners)
+        check_day(base, winners)
     return winners
 
 
