@@ -7,19 +7,31 @@ with ``benchmarks/``), and run no faster. So while a day lands, the process's de
 is the system one (Airflow runs each task in a process of its own), and after each row group
 the freed memory is returned to the OS (``malloc_trim`` under glibc). The previous pool is put
 back when the day is done.
+
+Under glibc each thread that allocates may get a malloc arena of its own (up to 8 per core), and
+a page received and parsed on a slice thread but freed on the writer's leaves holes in the slice's
+arena that only that arena can reuse. One arena for the process took about 10 MiB off the peak
+of a 1,000,000-record day with latency (300 -> 290 MiB, two runs each; no change in CPU time).
+Arenas once made are never removed, so the setting stays for the rest of the task's process.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import pyarrow as pa
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 @contextmanager
 def system_arrow_pool() -> Iterator[pa.MemoryPool]:
     """Make the system allocator Arrow's default for the block; yields it."""
+    _one_malloc_arena()
     previous = pa.default_memory_pool()
     pool = pa.system_memory_pool()
     pa.set_memory_pool(pool)
@@ -32,3 +44,15 @@ def system_arrow_pool() -> Iterator[pa.MemoryPool]:
 def release_unused() -> None:
     """Hand memory the default Arrow pool no longer uses back to the OS (cheap; a few ms at most)."""
     pa.default_memory_pool().release_unused()
+
+
+@cache
+def _one_malloc_arena() -> bool:
+    """Ask glibc's malloc for one arena for all threads from now on (see the module docstring);
+    whether it agreed. Elsewhere (musl, macOS, Windows) nothing is done."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1))
+    except (OSError, ValueError, AttributeError):  # no confstr name, no libc, no mallopt
+        return False
