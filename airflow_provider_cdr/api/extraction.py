@@ -51,9 +51,10 @@ MAX_STALE_RETRIES = 3
 READ_AHEAD_MAX_BYTES = 1 << 20
 """Larger pages are read before the next request, as without read-ahead. Measured on 2 cores
 (benchmarks/results.md): pages of 1,000 records (~0.3 MB) spend most of a slice's cycle waiting
-for the server, which reading ahead hides (b/c 0.79 -> 0.88 at 1,000,000 drifted records); pages of
-10,000 (~3.4 MB) keep both cores busy converting, where reading ahead was no faster and added the
-scan's CPU and 30-45 MiB of peak RSS (pages in flight)."""
+for the server, which reading ahead hides (b/c 0.79 -> 0.88 at 1,000,000 drifted records). Pages of
+10,000 (~3.4 MB) are not read ahead: on a machine with cores to spare, reading them ahead took a
+1,000,000-record day with latency from 0.77 to 0.86 of the ceiling, but peaked 15-25 MiB higher
+(over the 300 MiB target) with 0.7 s more CPU; without latency it was no faster, only bigger."""
 PROGRESS_EVERY_S = 10.0
 
 
