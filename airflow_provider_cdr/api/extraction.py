@@ -13,8 +13,10 @@ handoff.
 Small pages are read ahead: the paging facts of a body (its uuids, token, total) are scanned from
 its bytes (``Extraction.scan``), the slice sends its next request at once, and the page is read
 on the pool meanwhile; before the page is handed on, its full read must show the same facts, or
-the run fails (the paging acted on them). Pages the scan cannot vouch for are read first, as are
-large ones (READ_AHEAD_MAX_BYTES).
+the run fails (the paging acted on them). Pages the scan cannot vouch for are read first. Large
+ones (READ_AHEAD_MAX_BYTES) are read ahead only while the server keeps the slice waiting longer
+than reading such a page takes (READ_AHEAD_WAIT_RATIO): then the read hides in the wait; when the
+server answers at once, reading ahead is no faster and holds more pages in memory.
 """
 
 from __future__ import annotations
@@ -49,12 +51,14 @@ The fetcher retries the request when `read` raises UnreadablePage.
 
 MAX_STALE_RETRIES = 3
 READ_AHEAD_MAX_BYTES = 1 << 20
-"""Larger pages are read before the next request, as without read-ahead. Measured on 2 cores
-(benchmarks/results.md): pages of 1,000 records (~0.3 MB) spend most of a slice's cycle waiting
-for the server, which reading ahead hides (b/c 0.79 -> 0.88 at 1,000,000 drifted records). Pages of
-10,000 (~3.4 MB) are not read ahead: on a machine with cores to spare, reading them ahead took a
-1,000,000-record day with latency from 0.77 to 0.86 of the ceiling, but peaked 15-25 MiB higher
-(over the 300 MiB target) with 0.7 s more CPU; without latency it was no faster, only bigger."""
+"""Larger pages are read ahead only when the server is slow to answer (READ_AHEAD_WAIT_RATIO).
+Measured on 2 cores, 1,000,000 drifted records (benchmarks/results.md): pages of 1,000 records
+(~0.3 MB) spend most of a slice's cycle waiting for the server, which reading ahead hides (b/c
+0.79 -> 0.88). Pages of 10,000 (~3.4 MB) read ahead always: with latency 0.77 -> 0.86 of the
+ceiling, but without latency no faster, with 0.3 s more CPU and about 10 MiB more at the peak."""
+READ_AHEAD_WAIT_RATIO = 1.0
+"""A large page is read ahead when its slice waited this many times longer for it than reading
+a large page has been taking."""
 PROGRESS_EVERY_S = 10.0
 
 
@@ -263,6 +267,10 @@ class Extraction(Generic[T]):
         default_factory=threading.BoundedSemaphore, init=False, repr=False
     )
     """Pages read ahead and still being read: one per parser, so pages do not pile up in memory."""
+    _sent: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    """Per slice thread: when its current request was sent (`at`, time.monotonic())."""
+    _large_read_s: float | None = field(default=None, init=False, repr=False)
+    """How long reading a large page has been taking (a moving average); None until one was read."""
 
     def __post_init__(self) -> None:
         self.paging = ServerPaging(self.per_page)
@@ -270,7 +278,32 @@ class Extraction(Generic[T]):
     def read(self, body: bytes) -> Page[T]:
         """Bytes -> page by the format, on the parser pool when there is one."""
         parsers = self._parsers
-        return self.format.read(body) if parsers is None else parsers.submit(self.format.read, body).result()
+        return self._timed_read(body) if parsers is None else parsers.submit(self._timed_read, body).result()
+
+    def _timed_read(self, body: bytes) -> Page[T]:
+        """format.read, keeping the moving average of how long large pages take."""
+        started = time.monotonic()
+        page = self.format.read(body)
+        if len(body) > READ_AHEAD_MAX_BYTES:
+            took = time.monotonic() - started
+            last = self._large_read_s
+            self._large_read_s = took if last is None else 0.8 * last + 0.2 * took
+        return page
+
+    def _timed_fetch(self, request: Mapping[str, str], read: Read) -> Page[Any]:
+        """fetch, noting when this slice's request was sent (for _worth_reading_ahead)."""
+        self._sent.at = time.monotonic()
+        return self.fetch(request, read)
+
+    def _worth_reading_ahead(self, body: bytes) -> bool:
+        """A small page always; a large one when the server kept this slice waiting for it longer
+        than reading it will take (READ_AHEAD_WAIT_RATIO), so the read hides in the next wait."""
+        if len(body) <= READ_AHEAD_MAX_BYTES:
+            return True
+        sent, reading = getattr(self._sent, "at", None), self._large_read_s
+        if sent is None or reading is None:
+            return False
+        return time.monotonic() - sent > READ_AHEAD_WAIT_RATIO * reading
 
     def read_ahead(self, body: bytes) -> Page[Any]:
         """The page's facts with its read still running on the parser pool (a Future as payload),
@@ -279,7 +312,7 @@ class Extraction(Generic[T]):
         if (
             parsers is None
             or self.scan is None
-            or len(body) > READ_AHEAD_MAX_BYTES
+            or not self._worth_reading_ahead(body)
             or not self._ahead.acquire(blocking=False)
         ):
             return self.read(body)
@@ -287,7 +320,7 @@ class Extraction(Generic[T]):
         if facts is None:
             self._ahead.release()
             return self.read(body)
-        future = parsers.submit(self.format.read, body)
+        future = parsers.submit(self._timed_read, body)
         future.add_done_callback(lambda _: self._ahead.release())
         return Page(future, facts.keys, facts.received, facts.token, facts.total, facts.span_ms)
 
@@ -343,7 +376,7 @@ class Extraction(Generic[T]):
         def work(params: Mapping[str, str]) -> None:
             try:
                 pages = search_pages(
-                    self.fetch, self.read, params, self.paging, self.stats, stop, self.read_ahead
+                    self._timed_fetch, self.read, params, self.paging, self.stats, stop, self.read_ahead
                 )
                 for page in pages:
                     put(page)

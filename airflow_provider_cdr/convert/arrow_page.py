@@ -154,7 +154,9 @@ def _parse(body: bytes) -> pa.Table | None:
 
 
 def _records(table: pa.Table, renamed: dict[str, int]) -> ArrowRecords | None:
-    listed = table.column("records").combine_chunks()
+    chunks = table.column("records")
+    # One chunk (the page is one block): used as it is; combine_chunks would copy the whole page.
+    listed = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()
     token = table.column("search_token")[0].as_py()
     total = page_total(table.column("total")[0].as_py()) if "total" in table.schema.names else None
     if not listed.is_valid()[0].as_py() or token == "":

@@ -18,6 +18,7 @@ Arenas once made are never removed, so the setting stays for the rest of the tas
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,12 +28,15 @@ import pyarrow as pa
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
+log = logging.getLogger(__name__)
+
 
 @contextmanager
 def system_arrow_pool() -> Iterator[pa.MemoryPool]:
     """Make the system allocator Arrow's default for the block; yields it."""
     _one_malloc_arena()
     previous = pa.default_memory_pool()
+    _tell_if_not_system(previous.backend_name)
     pool = pa.system_memory_pool()
     pa.set_memory_pool(pool)
     try:
@@ -56,3 +60,17 @@ def _one_malloc_arena() -> bool:
         return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1))
     except (OSError, ValueError, AttributeError):  # no confstr name, no libc, no mallopt
         return False
+
+
+@cache
+def _tell_if_not_system(backend: str) -> None:
+    """Once per process: Arrow's own default allocator is not the system one (see the package's
+    ``__init__``), so the Parquet writer's buffers are held the way that allocator holds them."""
+    if backend != "system":
+        log.info(
+            "Arrow's default allocator in this process is %s (pyarrow was imported before "
+            "airflow_provider_cdr, or ARROW_DEFAULT_MEMORY_POOL chose it); the Parquet writer's "
+            "buffers come from it. ARROW_DEFAULT_MEMORY_POOL=system in the worker's environment "
+            "lowers the peak memory of a large day.",
+            backend,
+        )

@@ -8,6 +8,7 @@ to misread a page on purpose.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,21 +87,79 @@ def test_the_next_request_goes_out_while_the_page_is_read(hook: CDRHook, api: An
     assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
 
 
-def test_large_pages_are_read_before_the_next_request(
+class Counted(Wrapped):
+    """Notes how many requests the extraction had sent as each read began (`sent_at_read`) and as
+    it ended (`sent_after_read`)."""
+
+    def __init__(self, read_s: float = 0.0) -> None:
+        super().__init__()
+        self.read_s = read_s
+        self.sent = [0]
+        self.sent_at_read: list[int] = []
+        self.sent_after_read: list[int] = []
+
+    def before(self, number: int) -> None:
+        self.sent_at_read.append(self.sent[0])
+        time.sleep(self.read_s)  # a read that takes this long, as a large page's parse does
+        self.sent_after_read.append(self.sent[0])
+
+
+def counted_extraction(hook: CDRHook, page_format: Counted) -> tuple[Extraction[Any], list[dict[str, str]]]:
+    extraction, queries = day_extraction(hook, page_format)
+    fetch = extraction.fetch
+
+    def counting(params: Mapping[str, str], read: Any) -> Page[Any]:
+        page_format.sent[0] += 1
+        return fetch(params, read)
+
+    extraction.fetch = counting
+    return extraction, queries
+
+
+def test_large_pages_from_a_server_answering_at_once_are_read_before_the_next_request(
+    hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every page is large here, and reading one takes longer than the server takes to answer:
+    # reading ahead would only hold more pages in memory.
+    monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
+    watched = Counted(read_s=0.5)
+    extraction, queries = counted_extraction(hook, watched)
+    assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
+    pages = len(watched.sent_after_read)
+    assert pages >= 5
+    # While page n was read, no request beyond the n-th went out.
+    assert watched.sent_after_read == list(range(1, pages + 1))
+
+
+def test_large_pages_from_a_slow_server_are_read_ahead_once_a_read_is_known_to_be_shorter(
     hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
-    seen_second: list[bool] = []
+    api.set_faults(latency_ms=300)  # each answer takes longer than reading it
+    seen_third: list[bool] = []
 
-    class Watched(Wrapped):
+    class HeldBack(Counted):
         def before(self, number: int) -> None:
-            if number == 1:
-                seen_second.append(second.is_set())
+            super().before(number)
+            if number == 2:  # page 2's read waits for the request of page 3 (the timeout only fails the test)
+                seen_third.append(third.wait(timeout=30))
 
-    extraction, queries = day_extraction(hook, Watched())
-    second = requests_sent(extraction)
+    watched = HeldBack()
+    extraction, queries = counted_extraction(hook, watched)
+    third = threading.Event()
+    counting = extraction.fetch
+
+    def noting_the_third(params: Mapping[str, str], read: Any) -> Page[Any]:
+        if watched.sent[0] == 2:
+            third.set()
+        return counting(params, read)
+
+    extraction.fetch = noting_the_third
     assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
-    assert seen_second == [False]
+    # The first page is read before the next request (how long a read takes is not known yet);
+    # from the second on, the next request is out while the page is read.
+    assert watched.sent_at_read[0] == 1
+    assert seen_third == [True]
 
 
 def test_a_page_whose_full_read_disagrees_fails_the_run(hook: CDRHook, api: Any) -> None:
