@@ -122,6 +122,7 @@ def test_large_pages_from_a_server_answering_at_once_are_read_before_the_next_re
     # Every page is large here, and reading one takes longer than the server takes to answer:
     # reading ahead would only hold more pages in memory.
     monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
+    monkeypatch.setattr(extraction_module, "ASSUMED_READ_BYTES_PER_S", 1e5)  # ~2 s for a page here
     watched = Counted(read_s=0.5)
     extraction, queries = counted_extraction(hook, watched)
     assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
@@ -131,35 +132,37 @@ def test_large_pages_from_a_server_answering_at_once_are_read_before_the_next_re
     assert watched.sent_after_read == list(range(1, pages + 1))
 
 
-def test_large_pages_from_a_slow_server_are_read_ahead_once_a_read_is_known_to_be_shorter(
+def test_large_pages_from_a_slow_server_are_read_ahead_from_the_first(
     hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
     api.set_faults(latency_ms=300)  # each answer takes longer than reading it
-    seen_third: list[bool] = []
+    seen_next: list[bool] = []
 
     class HeldBack(Counted):
         def before(self, number: int) -> None:
             super().before(number)
-            if number == 2:  # page 2's read waits for the request of page 3 (the timeout only fails the test)
-                seen_third.append(third.wait(timeout=30))
+            if number in (
+                1,
+                2,
+            ):  # page n's read waits for the request of page n + 1 (the timeout only fails the test)
+                seen_next.append(asked_for[number + 1].wait(timeout=30))
 
     watched = HeldBack()
     extraction, queries = counted_extraction(hook, watched)
-    third = threading.Event()
+    asked_for = {n: threading.Event() for n in (2, 3)}
     counting = extraction.fetch
 
-    def noting_the_third(params: Mapping[str, str], read: Any) -> Page[Any]:
-        if watched.sent[0] == 2:
-            third.set()
+    def noting(params: Mapping[str, str], read: Any) -> Page[Any]:
+        if watched.sent[0] + 1 in asked_for:
+            asked_for[watched.sent[0] + 1].set()
         return counting(params, read)
 
-    extraction.fetch = noting_the_third
+    extraction.fetch = noting
     assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
-    # The first page is read before the next request (how long a read takes is not known yet);
-    # from the second on, the next request is out while the page is read.
-    assert watched.sent_at_read[0] == 1
-    assert seen_third == [True]
+    # Page 1 on how long a read is assumed to take, page 2 on how long page 1's took: both were
+    # read while the next request was out.
+    assert seen_next == [True, True]
 
 
 def test_a_page_whose_full_read_disagrees_fails_the_run(hook: CDRHook, api: Any) -> None:
