@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from airflow_provider_cdr.api.extraction import READ_AHEAD_MAX_BYTES
+from airflow_provider_cdr.api.extraction import LARGE_PAGE_BYTES
 from airflow_provider_cdr.fake_api.server import StandIn
 
 HERE = Path(__file__).resolve().parent
@@ -519,7 +519,7 @@ def analysis(
             )
     lines += [
         "- Read-ahead: a slice sends its next request while its page is read when the page is under "
-        f"{READ_AHEAD_MAX_BYTES / 2**20:.0f} MiB (pages of 1,000 records here), and for larger pages (10,000 "
+        f"{LARGE_PAGE_BYTES / 2**20:.0f} MiB (pages of 1,000 records here), and for larger pages (10,000 "
         "records) when the slice waited longer for the page than reading one takes (`api/extraction.py`): "
         "with latency the read then hides in the wait; without it, reading ahead was no faster and only "
         "held more pages at the peak (measured 2026-12-02, 1,000,000 drifted records: reading pages of "

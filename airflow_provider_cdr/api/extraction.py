@@ -14,7 +14,7 @@ Small pages are read ahead: the paging facts of a body (its uuids, token, total)
 its bytes (``Extraction.scan``), the slice sends its next request at once, and the page is read
 on the pool meanwhile; before the page is handed on, its full read must show the same facts, or
 the run fails (the paging acted on them). Pages the scan cannot vouch for are read first. Large
-ones (READ_AHEAD_MAX_BYTES) are read ahead only while the server keeps the slice waiting longer
+ones (over LARGE_PAGE_BYTES) are read ahead only while the server keeps the slice waiting longer
 than reading such a page takes (READ_AHEAD_WAIT_RATIO): then the read hides in the wait; when the
 server answers at once, reading ahead is no faster and holds more pages in memory.
 """
@@ -50,12 +50,13 @@ The fetcher retries the request when `read` raises UnreadablePage.
 """
 
 MAX_STALE_RETRIES = 3
-READ_AHEAD_MAX_BYTES = 1 << 20
-"""Larger pages are read ahead only when the server is slow to answer (READ_AHEAD_WAIT_RATIO).
-Measured on 2 cores, 1,000,000 drifted records (benchmarks/results.md): pages of 1,000 records
-(~0.3 MB) spend most of a slice's cycle waiting for the server, which reading ahead hides (b/c
-0.79 -> 0.88). Pages of 10,000 (~3.4 MB) read ahead always: with latency 0.77 -> 0.86 of the
-ceiling, but without latency no faster, with 0.3 s more CPU and about 10 MiB more at the peak."""
+LARGE_PAGE_BYTES = 1 << 20
+"""Pages up to this size are always read ahead; larger ones only when the server is slow to answer
+(READ_AHEAD_WAIT_RATIO). Measured on 2 cores, 1,000,000 drifted records (benchmarks/results.md):
+pages of 1,000 records (~0.3 MB) spend most of a slice's cycle waiting for the server, which
+reading ahead hides (b/c 0.79 -> 0.88). Reading pages of 10,000 (~3.4 MB) ahead always took b/c
+from 0.77 to 0.86 with latency, and without latency was no faster, with 0.3 s more CPU and about
+10 MiB more at the peak."""
 READ_AHEAD_WAIT_RATIO = 1.0
 """A large page is read ahead when its slice waited this many times longer for it than reading
 a large page has been taking."""
@@ -289,7 +290,7 @@ class Extraction(Generic[T]):
         """format.read, keeping the moving average of how long large pages take."""
         started = time.monotonic()
         page = self.format.read(body)
-        if len(body) > READ_AHEAD_MAX_BYTES:
+        if len(body) > LARGE_PAGE_BYTES:
             took = time.monotonic() - started
             last = self._large_read_s
             self._large_read_s = took if last is None else 0.8 * last + 0.2 * took
@@ -303,7 +304,7 @@ class Extraction(Generic[T]):
     def _worth_reading_ahead(self, body: bytes) -> bool:
         """A small page always; a large one when the server kept this slice waiting for it longer
         than reading it will take (READ_AHEAD_WAIT_RATIO), so the read hides in the next wait."""
-        if len(body) <= READ_AHEAD_MAX_BYTES:
+        if len(body) <= LARGE_PAGE_BYTES:
             return True
         sent, reading = getattr(self._sent, "at", None), self._large_read_s
         if sent is None:

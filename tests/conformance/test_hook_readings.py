@@ -41,7 +41,7 @@ def hook_for(server: StandIn, monkeypatch: pytest.MonkeyPatch) -> CDRHook:
 def land_day(hook: CDRHook, day: str, per_page: int, concurrency: int) -> tuple[list[str], Any]:
     """The day's uuids as the hook yields them, and what its paging learned and counted.
 
-    With `concurrency` 2 there is a parser pool, so pages under READ_AHEAD_MAX_BYTES are read
+    With `concurrency` 2 there is a parser pool, so pages up to LARGE_PAGE_BYTES are read
     ahead: the next request is decided from the bytes' scanned facts (convert/page_scan.py).
     """
     extraction = hook.extraction(RecordDicts(), per_page=per_page, concurrency=concurrency)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,18 +55,26 @@ def day_extraction(hook: CDRHook, page_format: RecordDicts) -> tuple[Extraction[
     return extraction, [hook.build_query(start_date=DAY, end_date=DAY).as_params()]
 
 
-def requests_sent(extraction: Extraction[Any]) -> threading.Event:
-    """Set when the extraction sends its second request."""
-    second, fetch, sent = threading.Event(), extraction.fetch, [0]
+@dataclass
+class Requests:
+    """An extraction's requests as it sends them: how many so far, and an event set when the
+    request of each number in `events` goes out."""
+
+    events: dict[int, threading.Event]
+    sent: int = 0
+
+
+def watch_requests(extraction: Extraction[Any], *numbers: int) -> Requests:
+    requests, fetch = Requests({number: threading.Event() for number in numbers}), extraction.fetch
 
     def counting(params: Mapping[str, str], read: Any) -> Page[Any]:
-        sent[0] += 1
-        if sent[0] == 2:
-            second.set()
+        requests.sent += 1
+        if requests.sent in requests.events:
+            requests.events[requests.sent].set()
         return fetch(params, read)
 
     extraction.fetch = counting
-    return second
+    return requests
 
 
 def landed_uuids(extraction: Extraction[Any], queries: list[dict[str, str]]) -> list[str]:
@@ -78,42 +87,13 @@ def test_the_next_request_goes_out_while_the_page_is_read(hook: CDRHook, api: An
     class HeldBack(Wrapped):
         def before(self, number: int) -> None:
             if number == 1:  # page 1's read waits for the request of page 2 (the timeout only fails the test)
-                seen_second.append(second.wait(timeout=30))
+                seen_second.append(requests.events[2].wait(timeout=30))
 
     extraction, queries = day_extraction(hook, HeldBack())
-    second = requests_sent(extraction)
+    requests = watch_requests(extraction, 2)
     uuids = landed_uuids(extraction, queries)
     assert seen_second == [True]
     assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
-
-
-class Counted(Wrapped):
-    """Notes how many requests the extraction had sent as each read began (`sent_at_read`) and as
-    it ended (`sent_after_read`)."""
-
-    def __init__(self, read_s: float = 0.0) -> None:
-        super().__init__()
-        self.read_s = read_s
-        self.sent = [0]
-        self.sent_at_read: list[int] = []
-        self.sent_after_read: list[int] = []
-
-    def before(self, number: int) -> None:
-        self.sent_at_read.append(self.sent[0])
-        time.sleep(self.read_s)  # a read that takes this long, as a large page's parse does
-        self.sent_after_read.append(self.sent[0])
-
-
-def counted_extraction(hook: CDRHook, page_format: Counted) -> tuple[Extraction[Any], list[dict[str, str]]]:
-    extraction, queries = day_extraction(hook, page_format)
-    fetch = extraction.fetch
-
-    def counting(params: Mapping[str, str], read: Any) -> Page[Any]:
-        page_format.sent[0] += 1
-        return fetch(params, read)
-
-    extraction.fetch = counting
-    return extraction, queries
 
 
 def test_large_pages_from_a_server_answering_at_once_are_read_before_the_next_request(
@@ -121,44 +101,37 @@ def test_large_pages_from_a_server_answering_at_once_are_read_before_the_next_re
 ) -> None:
     # Every page is large here, and reading one takes longer than the server takes to answer:
     # reading ahead would only hold more pages in memory.
-    monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
+    monkeypatch.setattr(extraction_module, "LARGE_PAGE_BYTES", 1000)
     monkeypatch.setattr(extraction_module, "ASSUMED_READ_BYTES_PER_S", 1e5)  # ~2 s for a page here
-    watched = Counted(read_s=0.5)
-    extraction, queries = counted_extraction(hook, watched)
+    sent_after_read: list[int] = []
+
+    class Slow(Wrapped):
+        def before(self, number: int) -> None:
+            time.sleep(0.5)  # a read that takes this long, as a large page's parse does
+            sent_after_read.append(requests.sent)
+
+    extraction, queries = day_extraction(hook, Slow())
+    requests = watch_requests(extraction)
     assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
-    pages = len(watched.sent_after_read)
-    assert pages >= 5
+    assert len(sent_after_read) >= 5
     # While page n was read, no request beyond the n-th went out.
-    assert watched.sent_after_read == list(range(1, pages + 1))
+    assert sent_after_read == list(range(1, len(sent_after_read) + 1))
 
 
 def test_large_pages_from_a_slow_server_are_read_ahead_from_the_first(
     hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(extraction_module, "READ_AHEAD_MAX_BYTES", 1000)
+    monkeypatch.setattr(extraction_module, "LARGE_PAGE_BYTES", 1000)
     api.set_faults(latency_ms=300)  # each answer takes longer than reading it
     seen_next: list[bool] = []
 
-    class HeldBack(Counted):
+    class HeldBack(Wrapped):
         def before(self, number: int) -> None:
-            super().before(number)
-            if number in (
-                1,
-                2,
-            ):  # page n's read waits for the request of page n + 1 (the timeout only fails the test)
-                seen_next.append(asked_for[number + 1].wait(timeout=30))
+            if number <= 2:  # page n's read waits for request n + 1 (the timeout only fails the test)
+                seen_next.append(requests.events[number + 1].wait(timeout=30))
 
-    watched = HeldBack()
-    extraction, queries = counted_extraction(hook, watched)
-    asked_for = {n: threading.Event() for n in (2, 3)}
-    counting = extraction.fetch
-
-    def noting(params: Mapping[str, str], read: Any) -> Page[Any]:
-        if watched.sent[0] + 1 in asked_for:
-            asked_for[watched.sent[0] + 1].set()
-        return counting(params, read)
-
-    extraction.fetch = noting
+    extraction, queries = day_extraction(hook, HeldBack())
+    requests = watch_requests(extraction, 2, 3)
     assert len(landed_uuids(extraction, queries)) == len(api.truth(start_date=DAY, end_date=DAY))
     # Page 1 on how long a read is assumed to take, page 2 on how long page 1's took: both were
     # read while the next request was out.
