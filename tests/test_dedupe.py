@@ -27,6 +27,26 @@ def test_non_canonical_uuids_get_stable_distinct_keys() -> None:
     assert np.array_equal(uuid_keys(odd), keys[: len(odd)])
 
 
+def test_36_characters_with_a_non_hex_digit_are_not_canonical() -> None:
+    """Whitespace, a non-hex letter or a non-ASCII byte where a digit belongs: hashed, never decoded
+    (bytes.fromhex skips whitespace, so a shortened result must not pass for 16 bytes)."""
+    good = "8d1371d2-e166-4677-b158-b1782ddd412d"
+    odd = [
+        good[:34] + " d",
+        good[:34] + "  ",
+        good[:34] + "\td",
+        good[:35] + "g",
+        good[:34] + "\u00e9",
+        " " + good[1:],
+    ]
+    for text in odd:
+        keys = uuid_keys([good, text, good])
+        assert np.array_equal(keys[0], keys[2])
+        assert not np.array_equal(keys[1], keys[0])
+        assert np.array_equal(keys[1], uuid_keys([text])[0])  # the same key alone as among canonical ones
+        assert np.array_equal(keys[0], uuid_keys([good])[0])
+
+
 def test_seen_set_marks_repeats_within_and_across_pages() -> None:
     """600,000 keys: a full run, a run being filled, and recent pages, all searched."""
     seen = SeenUUIDs()

@@ -8,6 +8,7 @@ loop; any other string's key is its 128-bit BLAKE2b digest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 
@@ -70,7 +71,15 @@ def canonical_uuid_keys(chars: np.ndarray) -> np.ndarray | None:
 
 def _decode(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of uuid bytes, whether it is canonical, and its 16 bytes (meaningful where it is)."""
-    nibbles = _NIBBLE[chars[:, _HEX_COLUMNS]]
+    hexes = chars[:, _HEX_COLUMNS]
+    with contextlib.suppress(ValueError):  # not all hex (UnicodeDecodeError is a ValueError)
+        # bytes.fromhex decodes in C, twice as fast as the lookup table below; it skips
+        # whitespace, so only a result of full length means every digit was hex.
+        raw = bytes.fromhex(hexes.tobytes().decode("ascii"))
+        if len(raw) == 16 * len(chars):
+            dashes = np.all(chars[:, _DASHES] == ord("-"), axis=1)
+            return dashes, np.frombuffer(raw, dtype=np.uint8).reshape(len(chars), 16)
+    nibbles = _NIBBLE[hexes]
     good = np.all(chars[:, _DASHES] == ord("-"), axis=1) & np.all(nibbles != 255, axis=1)
     return good, (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
 

@@ -32,7 +32,7 @@ def _byte_set(members: bytes) -> np.ndarray:
 IS_NUMBER_START = _byte_set(b"-0123456789")
 _IS_TOKEN_END = _byte_set(b",}] \t\r\n")
 _IS_FLOAT_MARK = _byte_set(b".eE")
-_NUMBER_WIDTHS = (24, 64)  # bytes a number token may take before the page is left to the general path
+_NUMBER_WIDTHS = (8, 24, 64)  # bytes a number token may take before the page is left to the general path
 
 
 class PageKeys:
