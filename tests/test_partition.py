@@ -301,6 +301,25 @@ def test_batches_are_written_as_they_arrive_not_at_commit(tmp_path: Path) -> Non
     assert pq.ParquetFile(Path(summary.location, summary.files[2])).metadata.num_rows == 600
 
 
+def test_rows_buffered_while_the_caller_waits_are_written_early_from_half_a_row_group(
+    tmp_path: Path,
+) -> None:
+    converter = RecordConverter()
+    records = day_records(DAY, 600)
+    with DayPartitionWriter(tmp_path, DAY, row_group_rows=200) as writer:
+        writer.flush_idle()  # nothing buffered, nothing opened: a no-op
+        writer.write_batch(converter.to_batch(records[:90]))
+        writer.flush_idle()  # 90 < half a row group: stays buffered
+        writer.write_batch(converter.to_batch(records[90:120]))
+        writer.flush_idle()  # 120 rows: written as a row group of their own
+        writer.write_batch(converter.to_batch(records[120:600]))  # 480: two full groups, 80 left
+        summary = writer.commit()
+    (name,) = summary.files
+    metadata = pq.ParquetFile(Path(summary.location, name)).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [120, 200, 200, 80]
+    assert sorted_rows(read_local_day(tmp_path, DAY)) == sorted_rows(expected_table(records))
+
+
 def test_sms_day_empty_day_and_full_day_open_in_one_duckdb_query(tmp_path: Path) -> None:
     write_day(tmp_path, OTHER_DAY, day_records(OTHER_DAY, 900))
     write_day(tmp_path, DAY, day_records(DAY, 50, kinds="sms"))

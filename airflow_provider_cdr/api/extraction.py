@@ -65,6 +65,9 @@ ASSUMED_READ_BYTES_PER_S = 50e6
 records (3.4 MB) in 68 ms, slower than measured on 2 cores (35-65 ms), so that a server answering
 at once is not mistaken for a slow one."""
 PROGRESS_EVERY_S = 10.0
+IDLE_AFTER_S = 0.05
+"""How long the consumer waits for a page before it calls ``Extraction.run``'s `idle`: long enough
+that pages arriving back to back never trigger it, short against a server's answer (80 ms and more)."""
 
 
 @dataclass
@@ -238,6 +241,17 @@ def _settled(
     return page
 
 
+def _next_item(handoff: queue.Queue[Any], idle: Callable[[], None] | None) -> Any:
+    """The next item handed over; `idle` is called first if none comes within IDLE_AFTER_S."""
+    if idle is None:
+        return handoff.get()
+    try:
+        return handoff.get(timeout=IDLE_AFTER_S)
+    except queue.Empty:
+        idle()
+        return handoff.get()
+
+
 @dataclass
 class _Failed:
     error: BaseException
@@ -271,7 +285,11 @@ class Extraction(Generic[T]):
     _ahead: threading.BoundedSemaphore = field(
         default_factory=threading.BoundedSemaphore, init=False, repr=False
     )
-    """Pages read ahead and still being read: one per parser, so pages do not pile up in memory."""
+    """Pages read ahead and still being read: one per slice, so pages do not pile up in memory.
+    One per parser (2 here) made a slice whose page came while two others were read wait for
+    that page's read before its next request; with latency, a 100,000-record day in pages of
+    10,000 landed at b/c 0.79 instead of 0.83 (benchmarks/results.md). The memory that costs at
+    the peak is paid for by the writer encoding while idle (``landing/writer.py``, flush_idle)."""
     _sent: threading.local = field(default_factory=threading.local, init=False, repr=False)
     """Per slice thread: when its current request was sent (`at`, time.monotonic())."""
     _large_read_s: float | None = field(default=None, init=False, repr=False)
@@ -332,12 +350,16 @@ class Extraction(Generic[T]):
         future.add_done_callback(lambda _: self._ahead.release())
         return Page(future, facts.keys, facts.received, facts.token, facts.total, facts.span_ms)
 
-    def run(self, queries: Sequence[Mapping[str, str]]) -> Iterator[T]:
-        pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries)
+    def run(
+        self, queries: Sequence[Mapping[str, str]], idle: Callable[[], None] | None = None
+    ) -> Iterator[T]:
+        """Every record of `queries` once. With concurrent slices, `idle` is called when no page has
+        come for IDLE_AFTER_S (once per such wait), for work that would otherwise wait for the end."""
+        pages = self._sequential(queries) if self.concurrency <= 1 else self._concurrent(queries, idle)
         if self.concurrency > 1:
             cores = min(self.concurrency, os.cpu_count() or 1)
             self._parsers = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="cdr-parse")
-            self._ahead = threading.BoundedSemaphore(cores)
+            self._ahead = threading.BoundedSemaphore(self.concurrency)
         try:
             for page in pages:
                 yield from self._fresh(page)
@@ -363,7 +385,9 @@ class Extraction(Generic[T]):
         for params in queries:
             yield from search_pages(self.fetch, self.read, params, self.paging, self.stats)
 
-    def _concurrent(self, queries: Sequence[Mapping[str, str]]) -> Generator[Page[T]]:
+    def _concurrent(
+        self, queries: Sequence[Mapping[str, str]], idle: Callable[[], None] | None
+    ) -> Generator[Page[T]]:
         # One page waits here; a worker with the next one waits to hand it over: about a page per worker.
         handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()  # no slice starts another request
@@ -402,7 +426,7 @@ class Extraction(Generic[T]):
                 pool.submit(work, params)
             done = 0
             while done < len(queries):
-                item = handoff.get()
+                item = _next_item(handoff, idle)
                 if item is _DONE:
                     done += 1
                 elif isinstance(item, _Failed):

@@ -8,8 +8,10 @@ Layout, under a base location (a local path, or a ``UPath`` such as Airflow's ``
 The nonce (8 hex digits, new for every writer) keeps two attempts that share an
 Airflow ``run_id`` (a retry) from writing objects of the same name. Batches are
 written as they arrive, at most one row group (``row_group_rows``) buffered, in a
-new file every ``file_rows`` rows; so memory does not grow with the day. Every
-file has the declared schema, zstd compression, statistics, and timestamps as
+new file every ``file_rows`` rows; so memory does not grow with the day. A caller
+waiting on its source may have half a row group or more written early (``flush_idle``),
+so row groups hold between half and all of ``row_group_rows`` rows, except next to a
+file's end. Every file has the declared schema, zstd compression, statistics, and timestamps as
 INT64 microseconds adjusted to UTC (never INT96), so pandas, Spark and DuckDB read
 instants. A day without records still commits: one zero-row file with the full
 schema, and the manifest.
@@ -300,6 +302,16 @@ class DayPartitionWriter:
                 self._buffer.batches.append(pa.RecordBatch.from_arrays(part.columns, schema=self.schema))
                 self._buffer.rows += part.num_rows
         self._drain(final=False)
+
+    def flush_idle(self) -> None:
+        """Write what is buffered as a row group now, if it is at least half a row group.
+
+        For a caller that would otherwise wait (e.g. on the API): the encoding then runs in the
+        wait instead of after the last page, when nothing else is left to overlap it. Half a row
+        group at least, so that a slow source does not leave a file of tiny row groups.
+        """
+        if self._state == "open" and self._buffer.rows >= max(self._row_group_rows // 2, 1):
+            self._drain(final=True)
 
     def commit(self, manifest: Mapping[str, Any] | None = None, *, complete: bool = True) -> PartitionSummary:
         """Flush, write the manifest and make this version the day's partition.

@@ -249,7 +249,8 @@ class CDRToParquetOperator(BaseOperator):
             run_id=run_id,
             table_format=self.table_format,
         ) as writer:
-            for batch in extraction.run([s.as_params() for s in slices]):
+            # While the slices wait on the API, the writer encodes what it holds (see flush_idle).
+            for batch in extraction.run([s.as_params() for s in slices], idle=writer.flush_idle):
                 writer.write_batch(zone_check.keep(batch))
             problem = zone_check.problem(self.max_out_of_day_share)
             if problem:

@@ -7,6 +7,7 @@ to misread a page on purpose.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -165,3 +166,48 @@ def test_a_page_read_ahead_that_turns_out_unreadable_is_asked_again(hook: CDRHoo
     assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
     assert extraction.stats.retries == 1
     assert np.unique(uuids).size == len(uuids)
+
+
+def test_every_slice_reads_ahead_while_the_parsers_are_busy(hook: CDRHook, api: Any) -> None:
+    # One slice more than there are parsers (one per core); every read is held until each slice
+    # has sent its second request. A slice that had to read its first page before asking on
+    # would never send it, and the held reads would time out.
+    slices = (os.cpu_count() or 1) + 1
+    held = HeldUntil()
+    extraction = hook.extraction(held, per_page=500, concurrency=slices)
+    held.release = watch_requests(extraction, 2 * slices).events[2 * slices]
+    query = hook.build_query(start_date=DAY, end_date=DAY).as_params()
+    uuids = landed_uuids(extraction, [query] * slices)  # the same pages: each lands once
+    assert held.waits and all(held.waits)
+    assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
+
+
+class HeldUntil(Wrapped):
+    """Each read waits for `release` (the timeout only fails the test); `waits` says whether it came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waits: list[bool] = []
+
+    def before(self, number: int) -> None:
+        self.waits.append(self.release.wait(timeout=30))
+
+
+def test_the_consumer_is_told_when_it_waits_for_a_page(hook: CDRHook, api: Any) -> None:
+    idle_threads: list[threading.Thread] = []
+    told = threading.Event()
+
+    class HeldBack(Wrapped):
+        def before(self, number: int) -> None:
+            if number == 1:  # no page can come before the consumer was told it waits
+                told.wait(timeout=30)
+
+    def idle() -> None:
+        idle_threads.append(threading.current_thread())
+        told.set()
+
+    extraction, queries = day_extraction(hook, HeldBack())
+    uuids = [record["uuid"] for page in extraction.run(queries, idle=idle) for record in page]
+    assert idle_threads and set(idle_threads) == {threading.current_thread()}
+    assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))

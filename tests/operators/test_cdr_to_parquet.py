@@ -308,6 +308,23 @@ def test_rate_cap_and_concurrency_are_respected(
     )
 
 
+def test_rows_are_encoded_while_the_slices_wait_on_the_api(
+    api: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Two slices, pages of 500 every 300 ms: between answers the writer has 1,000 rows and
+    # nothing to do, so it writes them then (half a row group or more) instead of waiting
+    # for 1,200. Without that, the groups would be 1,200, 1,200 and the rest.
+    set_connection(monkeypatch, api, concurrency=2)
+    api.set_faults(latency_ms=300)
+    day = "2024-03-05"
+    run_days(tmp_path, [day], "op_idle_flush", slices=2, per_page=500, row_group_rows=1200)
+    (path,) = (tmp_path / f"date={day}").glob("*.parquet")
+    metadata = pq.ParquetFile(path).metadata
+    groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert len(groups) >= 3 and all(600 <= rows < 1200 for rows in groups[:-1]), groups
+    assert set(landed_uuids(tmp_path, day)) == api.truth(start_date=day, end_date=day)
+
+
 def test_the_same_through_an_s3_url(api: Any, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> None:
     import pyarrow.fs as pafs
 
