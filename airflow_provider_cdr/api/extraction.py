@@ -66,8 +66,8 @@ records (3.4 MB) in 68 ms, slower than measured on 2 cores (35-65 ms), so that a
 at once is not mistaken for a slow one."""
 PROGRESS_EVERY_S = 10.0
 IDLE_AFTER_S = 0.05
-"""How long the consumer waits for a page before it calls ``Extraction.run``'s `idle`: long enough
-that pages arriving back to back never trigger it, short against a server's answer (80 ms and more)."""
+"""How long the consumer waits for a page before it calls ``Extraction.run``'s `idle`: short against
+a server's answer (80 ms and more), longer than pages arriving back to back usually leave it waiting."""
 
 
 @dataclass

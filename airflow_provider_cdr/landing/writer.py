@@ -11,9 +11,9 @@ written as they arrive, at most one row group (``row_group_rows``) buffered, in 
 new file every ``file_rows`` rows; so memory does not grow with the day. A caller
 waiting on its source may have half a row group or more written early (``flush_idle``),
 so row groups hold between half and all of ``row_group_rows`` rows, except next to a
-file's end. Every file has the declared schema, zstd compression, statistics, and timestamps as
-INT64 microseconds adjusted to UTC (never INT96), so pandas, Spark and DuckDB read
-instants. A day without records still commits: one zero-row file with the full
+file's end. Every file has the declared schema, zstd compression, statistics, and
+timestamps as INT64 microseconds adjusted to UTC (never INT96), so pandas, Spark and
+DuckDB read instants. A day without records still commits: one zero-row file with the full
 schema, and the manifest.
 
 What a reader sees while a day is rewritten (e.g. by a rerun):

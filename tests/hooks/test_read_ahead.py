@@ -168,6 +168,18 @@ def test_a_page_read_ahead_that_turns_out_unreadable_is_asked_again(hook: CDRHoo
     assert np.unique(uuids).size == len(uuids)
 
 
+class HeldUntil(Wrapped):
+    """Each read waits for `release` (the timeout only fails the test); `waits` says whether it came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waits: list[bool] = []
+
+    def before(self, number: int) -> None:
+        self.waits.append(self.release.wait(timeout=30))
+
+
 def test_every_slice_reads_ahead_while_the_parsers_are_busy(hook: CDRHook, api: Any) -> None:
     # One slice more than there are parsers (one per core); every read is held until each slice
     # has sent its second request. A slice that had to read its first page before asking on
@@ -180,18 +192,6 @@ def test_every_slice_reads_ahead_while_the_parsers_are_busy(hook: CDRHook, api: 
     uuids = landed_uuids(extraction, [query] * slices)  # the same pages: each lands once
     assert held.waits and all(held.waits)
     assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
-
-
-class HeldUntil(Wrapped):
-    """Each read waits for `release` (the timeout only fails the test); `waits` says whether it came."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-        self.waits: list[bool] = []
-
-    def before(self, number: int) -> None:
-        self.waits.append(self.release.wait(timeout=30))
 
 
 def test_the_consumer_is_told_when_it_waits_for_a_page(hook: CDRHook, api: Any) -> None:
