@@ -95,12 +95,12 @@ def measure(records: int, per_page: int, repeat: int) -> dict[str, tuple[float, 
     """Label -> (records/s of wall time, records/s of CPU time), best of `repeat`, on one core."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    pages = _pages(records, per_page, drift=0.0)
-    drifted = _pages(records, per_page, drift=DRIFT)
+    pages = synthetic_pages(records, per_page, drift=0.0)
+    drifted = synthetic_pages(records, per_page, drift=DRIFT)
     RecordConverter().to_batch(orjson.loads(pages[0])["records"])  # warm-up, see docstring
     timings = {
         "regular: Arrow's JSON parse alone (the floor)": [
-            _timed(lambda: _parse(pages)) for _ in range(repeat)
+            _timed(lambda: parse_alone(pages)) for _ in range(repeat)
         ],
         "regular: bytes -> batches, general path": [_timed(lambda: _convert(pages)) for _ in range(repeat)],
         "regular: bytes -> batches, Arrow path": [_timed(lambda: _read(pages)) for _ in range(repeat)],
@@ -122,7 +122,7 @@ def measure(records: int, per_page: int, repeat: int) -> dict[str, tuple[float, 
 DRIFT = 0.05
 
 
-def _pages(records: int, per_page: int, drift: float) -> list[bytes]:
+def synthetic_pages(records: int, per_page: int, drift: float) -> list[bytes]:
     rng = random.Random(7)
     pages = []
     for start in range(0, records, per_page):
@@ -138,7 +138,7 @@ def _timed(work: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _parse(pages: list[bytes]) -> None:
+def parse_alone(pages: list[bytes]) -> None:
     """Only what every Arrow path must do: pyarrow's JSON reader on the page, nothing else."""
     for page in pages:
         if arrow_page._parse(page) is None:

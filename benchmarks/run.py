@@ -9,6 +9,13 @@ process of its own (the baseline at the smaller size only: it is slow and its ra
 change with size). Medians, ratios and the targets go to benchmarks/results.md, a chart to
 benchmarks/results.png. The baseline's and the operator's uuid sets are compared in the same
 run, and the request-rate cap is checked by counting requests per second at the stand-in.
+
+A shared machine's speed drifts, within a run and between runs (the yardstick below read
+204,000-376,000 records/s in one run of 2026-12-03). So a case's variants take turns, one sample
+each in every round, so that a ratio compares runs made close together; and before each case
+and after each of its rounds a yardstick (`machine_speed`) measures the machine. results.md
+prints its slowest and fastest reading beside each ratio, so that two runs of the bench can be
+told apart by the machine as well as by the code.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from convert_speed import parse_alone, synthetic_pages
 
 from airflow_provider_cdr.api.extraction import LARGE_PAGE_BYTES
 from airflow_provider_cdr.fake_api.server import StandIn
@@ -59,6 +69,9 @@ class Result:
     after_last_request_s: float
     """From the last request's arrival at the stand-in to the variant's end: for the ceiling the
     last answer's latency and transfer, for the operator that plus the work no download overlaps."""
+    machine: tuple[float, float]
+    """The slowest and fastest yardstick (`machine_speed`, records/s on one core) of the case:
+    measured before its first round and after each round."""
 
     @property
     def rate(self) -> float:
@@ -100,6 +113,37 @@ def run_variant(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+YARDSTICK_RECORDS = 100_000
+
+
+@cache
+def _yardstick_pages() -> list[bytes]:
+    return synthetic_pages(YARDSTICK_RECORDS, 10_000, drift=0.0)
+
+
+def machine_speed() -> float:
+    """Records/s of CPU time of Arrow's JSON parse of the same regular pages on one core, best of 3.
+
+    The code is fixed, so this measures the machine at that moment. Run in this thread, pinned to
+    one core, which is released again before any variant starts (variants inherit the mask).
+    """
+    pages = _yardstick_pages()
+    pinned = hasattr(os, "sched_setaffinity")
+    if pinned:
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cores)})
+    try:
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            parse_alone(pages)
+            best = min(best, time.process_time() - started)
+    finally:
+        if pinned:
+            os.sched_setaffinity(0, cores)
+    return YARDSTICK_RECORDS / best
+
+
 def uuids(path: Path) -> set[str]:
     return set(pq.read_table(path, columns=["uuid"]).column("uuid").to_pylist())
 
@@ -126,10 +170,12 @@ def measure(
         env["CDR_BENCH_CEILING_PER_PAGE"] = str(SERVERS[server].get("page_cap") or 10_000)
         variants = VARIANTS if volume == min(VOLUMES) else tuple(v for v in VARIANTS if v != "baseline")
         label = f"{data}, {server}, {latency}, {volume:,}"
-        for variant in variants:
-            samples = []
-            requests = 0
-            for attempt in range(runs):
+        machine = [machine_speed()]
+        runs_of: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
+        requests_of: dict[str, int] = {}
+        for attempt in range(runs):  # the variants take turns: see the module docstring
+            for variant in variants:
+                samples = runs_of[variant]
                 out = work / f"{variant}-{volume}-{attempt}"
                 stand_in.reset_stats()
                 server_cpu = _cpu_seconds(stand_in)
@@ -138,7 +184,7 @@ def measure(
                 arrivals = stand_in.timeline()["arrivals"]
                 samples[-1]["before_first_request_s"] = min(arrivals) - samples[-1]["started_at"]
                 samples[-1]["after_last_request_s"] = samples[-1]["ended_at"] - max(arrivals)
-                requests = requests or stand_in.stats()["requests"]
+                requests_of.setdefault(variant, stand_in.stats()["requests"])
                 if attempt == 0 and variant != "ceiling":
                     landed = uuids(
                         out / f"date={DAY}" if variant == "operator" else out / f"date={DAY}.parquet"
@@ -147,6 +193,9 @@ def measure(
                     notes.append(
                         f"{label}: {variant} landed {len(landed):,} uuids, truth {len(truth):,}, equal: {landed == truth}"
                     )
+            machine.append(machine_speed())
+        print(f"  {label} machine: {[round(speed / 1000) for speed in machine]}k records/s", flush=True)
+        for variant, samples in runs_of.items():
             print(f"  {label} {variant:>8}: {[round(s['wall_s'], 1) for s in samples]} s", flush=True)
             results.append(
                 Result(
@@ -159,10 +208,11 @@ def measure(
                     statistics.median(s["wall_s"] for s in samples),
                     statistics.median(s["cpu_s"] for s in samples),
                     statistics.median(s["peak_rss_mib"] for s in samples),
-                    requests,
+                    requests_of[variant],
                     statistics.median(s["server_cpu_s"] for s in samples),
                     statistics.median(s["before_first_request_s"] for s in samples),
                     statistics.median(s["after_last_request_s"] for s in samples),
+                    (min(machine), max(machine)),
                 )
             )
         if volume == min(VOLUMES) and fixed_ms and not DATA[data] and not SERVERS[server]:
@@ -356,9 +406,10 @@ def report(
         "Targets (drifted data): with latency, the operator >= 85 % of the ceiling (b/c) for both servers",
         "and >= 5x the baseline (b/a); peak RSS <= 300 MiB at 1,000,000 records and <= 1.25x its",
         "100,000-record figure. Regular data: the previous round's targets (b/c >= 0.70, b/a >= 5).",
+        "Machine: the slowest and fastest yardstick of the case (see below), thousands of records/s.",
         "",
-        "| data | server | latency | records/day | b/a records/s | b/c records/s | target | met |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
+        "| data | server | latency | records/day | b/a records/s | b/c records/s | target | met | machine |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for data in DATA:
         for server in SERVERS:
@@ -377,7 +428,8 @@ def report(
                         target, met = ("b/a >= 2" if a else "-"), (ba is None or ba >= 2)
                     lines.append(
                         f"| {data} | {server} | {latency} | {volume:,} | "
-                        f"{'-' if ba is None else f'{ba:.1f}'} | {bc:.2f} | {target} | {'yes' if met else 'NO'} |"
+                        f"{'-' if ba is None else f'{ba:.1f}'} | {bc:.2f} | {target} | {'yes' if met else 'NO'} "
+                        f"| {b.machine[0] / 1000:.0f}-{b.machine[1] / 1000:.0f} |"
                     )
     small, large = min(VOLUMES), max(VOLUMES)
     for data in DATA:
@@ -395,6 +447,15 @@ def report(
                     f"{b_large.peak_rss_mib:.0f} MiB ({growth:.2f}x; targets <= 300 MiB and <= 1.25x: "
                     f"{'met' if met else 'NOT met'})."
                 )
+    speeds = [speed for r in results if r.variant == "operator" for speed in r.machine]
+    lines += [
+        "",
+        f"The yardstick: Arrow's JSON parse of the same {YARDSTICK_RECORDS:,} regular records on one core, "
+        "records/s of CPU time, best of 3, measured before each case and after each of its rounds. The code it runs does not change, so it "
+        f"measures the machine: {min(speeds):,.0f} to {max(speeds):,.0f} records/s in this run "
+        f"({max(speeds) / min(speeds) - 1:.0%} apart). The operator spends CPU in proportion and the "
+        "ceiling mostly waits on latency, so with latency b/c falls on a slow machine.",
+    ]
     lines.append("")
     lines.append(
         f"For scale: a process that only imports the operator (Airflow, pyarrow, numpy) peaks at "
