@@ -28,13 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from convert_speed import parse_alone, synthetic_pages
+from convert_speed import on_one_core, parse_alone, synthetic_pages, timed
 
 from airflow_provider_cdr.api.extraction import LARGE_PAGE_BYTES
 from airflow_provider_cdr.fake_api.server import StandIn
@@ -124,23 +123,11 @@ def _yardstick_pages() -> list[bytes]:
 def machine_speed() -> float:
     """Records/s of CPU time of Arrow's JSON parse of the same regular pages on one core, best of 3.
 
-    The code is fixed, so this measures the machine at that moment. Run in this thread, pinned to
-    one core, which is released again before any variant starts (variants inherit the mask).
+    The code is fixed, so this measures the machine at that moment.
     """
     pages = _yardstick_pages()
-    pinned = hasattr(os, "sched_setaffinity")
-    if pinned:
-        cores = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {min(cores)})
-    try:
-        best = float("inf")
-        for _ in range(3):
-            started = time.process_time()
-            parse_alone(pages)
-            best = min(best, time.process_time() - started)
-    finally:
-        if pinned:
-            os.sched_setaffinity(0, cores)
+    with on_one_core():
+        best = min(timed(lambda: parse_alone(pages))[1] for _ in range(3))
     return YARDSTICK_RECORDS / best
 
 
@@ -450,11 +437,12 @@ def report(
     speeds = [speed for r in results if r.variant == "operator" for speed in r.machine]
     lines += [
         "",
-        f"The yardstick: Arrow's JSON parse of the same {YARDSTICK_RECORDS:,} regular records on one core, "
-        "records/s of CPU time, best of 3, measured before each case and after each of its rounds. The code it runs does not change, so it "
-        f"measures the machine: {min(speeds):,.0f} to {max(speeds):,.0f} records/s in this run "
-        f"({max(speeds) / min(speeds) - 1:.0%} apart). The operator spends CPU in proportion and the "
-        "ceiling mostly waits on latency, so with latency b/c falls on a slow machine.",
+        f"The yardstick: Arrow's JSON parse of the same {YARDSTICK_RECORDS:,} regular records on one "
+        "core, records/s of CPU time, best of 3, measured before each case and after each of its rounds. "
+        "The code it runs does not change, so it measures the machine: "
+        f"{min(speeds):,.0f} to {max(speeds):,.0f} records/s in this run "
+        f"({max(speeds) / min(speeds) - 1:.0%} apart). It is read between runs, not during them: it shows "
+        "the conditions a ratio was measured in, and corrects nothing.",
     ]
     lines.append("")
     lines.append(
