@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from airflow_provider_cdr.api.page import page_parts, records_span
 from airflow_provider_cdr.convert.arrow_page import read_page, read_records
 from airflow_provider_cdr.convert.formats import CDRBatches
+from airflow_provider_cdr.convert.page_keys import PageKeys
 from airflow_provider_cdr.convert.records import RecordConverter
 from tests.reliability.test_bad_input_properties import records as any_records
 from tests.test_records import SAMPLE_RESPONSE, call
@@ -254,3 +255,12 @@ def test_odd_bodies_go_the_general_way(body: bytes) -> None:
 def test_a_pretty_printed_page_still_takes_the_arrow_path() -> None:
     body = orjson.dumps({"records": [call(1), call(2)], "search_token": None}, option=orjson.OPT_INDENT_2)
     assert assert_same_as_general_path(body)
+
+
+def test_key_positions_of_another_body_are_refused() -> None:
+    """The scan's key positions are reused by the read only for the very body they were found in."""
+    body, other = page_body([call(1, agent_id="7")]), page_body([call(2, agent_id="8")])
+    with pytest.raises(ValueError, match="another body"):
+        read_records(body, keys=PageKeys(other))
+    given_keys = read_page(body, RecordConverter(), keys=PageKeys(body))
+    assert given_keys is not None and given_keys.payload.equals(read_page(body, RecordConverter()).payload)

@@ -46,6 +46,12 @@ def assert_same_facts(scanned: Page[None], body: bytes) -> None:
             page.total,
             page.span_ms,
         )
+    # A page read ahead is read with the key positions its scan found: the same page as without.
+    scanning = CDRBatches()
+    assert scanning.scan(body) is not None
+    reused, fresh = scanning.read(body), CDRBatches().read(body)
+    assert not scanning._scanned  # the read took them (and nothing is left holding the body)
+    assert reused.payload.equals(fresh.payload) and np.array_equal(reused.keys, fresh.keys)
 
 
 def scanned_or_declined(body: bytes) -> bool:

@@ -278,9 +278,10 @@ class Extraction(Generic[T]):
     """Called when a slice fails (or the caller stops reading): the fetcher then stops the other
     slices' requests at once (in flight, retrying or not yet sent) with CDRCancelled, so the run
     ends within about one request instead of after their retry budgets."""
-    scan: Callable[[bytes], Page[None] | None] | None = None
-    """Reads a body's paging facts without reading the page (e.g. ``convert.page_scan.scan_page``):
-    with concurrent slices, each sends its next request while its page is read on the parser pool."""
+    scan: Callable[[bytes], Page[Any] | None] | None = None
+    """Reads a body's paging facts without reading the page (e.g. ``convert.page_scan.scan_page``,
+    or ``CDRBatches.scan``, which keeps what it found for the page's read; the payload is not used
+    here): with concurrent slices, each sends its next request while its page is read on the pool."""
     _parsers: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _ahead: threading.BoundedSemaphore = field(
         default_factory=threading.BoundedSemaphore, init=False, repr=False

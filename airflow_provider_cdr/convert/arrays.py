@@ -53,6 +53,23 @@ def from_numpy(data: np.ndarray, arrow_type: pa.DataType, valid: np.ndarray | No
     )
 
 
+def byte_items(data: np.ndarray, width: int) -> np.ndarray:
+    """Every run of `width` bytes of `data` (contiguous uint8) as one ``S{width}`` item: a view.
+
+    ``items[starts]`` gathers fixed-width items in one step; indexing with ``starts[:, None] +
+    np.arange(width)`` builds n * width int64 indices first, which took 2-3 times as long on a page
+    of 10,000 records. NumPy compares ``S`` items without their trailing NUL bytes, so compare
+    them only with a key that does not end in one.
+    """
+    count = max(len(data) - width + 1, 0)
+    return np.ndarray((count,), dtype=f"S{width}", buffer=data, strides=(1,))
+
+
+def byte_windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """The `width` bytes of `data` from each of `starts` (each leaving that many), as (n, width) uint8."""
+    return byte_items(data, width)[starts].view(np.uint8).reshape(len(starts), width)
+
+
 def bool_array(mask: np.ndarray) -> pa.BooleanArray:
     """A NumPy boolean mask as an Arrow boolean array (e.g. for ``RecordBatch.filter``)."""
     bits = pa.py_buffer(np.packbits(mask, bitorder="little"))

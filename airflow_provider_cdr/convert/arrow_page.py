@@ -90,21 +90,25 @@ _PARSE_OPTIONS = pa_json.ParseOptions(
 )
 
 
-def read_records(body: bytes, hints: ReadHints | None = None) -> ArrowRecords | None:
+def read_records(
+    body: bytes, hints: ReadHints | None = None, keys: PageKeys | None = None
+) -> ArrowRecords | None:
     """The page's records as Arrow columns, or None: the general path.
 
     The bytes are searched for drift to make readable (numbers sent as strings, floats for
     integers) before parsing when the pages before had some (`hints`), else only after a parse
-    that failed: a page without drift pays for nothing but its parse.
+    that failed: a page without drift pays for nothing but its parse. `keys`: the body's key
+    positions when they were already found (by the page scan), so as not to search twice.
     """
     hints = hints or ReadHints()
-    keys: PageKeys | None = None
+    if keys is not None and keys.body is not body:
+        raise ValueError("the key positions given are another body's")
     renamed: dict[str, int] = {}
     table = None if hints.expect_drift else _parse(body)
     if table is None:
         if _sends_rename_mark(body):
             return None  # a key already looks like a renamed one
-        keys = PageKeys(body)
+        keys = keys or PageKeys(body)
         readable = _readable(keys)
         if readable is None:
             return None
@@ -227,10 +231,10 @@ class ReadHints:
 
 
 def read_page(
-    body: bytes, converter: RecordConverter, hints: ReadHints | None = None
+    body: bytes, converter: RecordConverter, hints: ReadHints | None = None, keys: PageKeys | None = None
 ) -> Page[pa.RecordBatch] | None:
     """The page as a CDR_SCHEMA batch with its dedupe keys, or None: decode it record by record."""
-    read = read_records(body, hints)
+    read = read_records(body, hints, keys)
     if read is None:
         return None
     batch = converter.from_arrow(read)

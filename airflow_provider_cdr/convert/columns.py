@@ -34,6 +34,7 @@ from airflow_provider_cdr.convert.arrays import (
     bool_array,
     bools_array,
     bools_of,
+    byte_windows,
     from_numpy,
     numbers_array,
     present,
@@ -147,7 +148,7 @@ def _tail_bytes(strings: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray |
     if sizes.min() < width:
         return None
     data = np.frombuffer(data_buffer, dtype=np.uint8)
-    return data[ends[:, None] + np.arange(-width, 0)], valid, sizes
+    return byte_windows(data, ends - width, width), valid, sizes
 
 
 def _digits(matrix: np.ndarray, columns: list[int]) -> np.ndarray | None:
@@ -371,7 +372,7 @@ def _hms_or_odd(strings: pa.Array) -> tuple[pa.Array, list[int]] | None:
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=length + 1, offset=strings.offset * 4)
     nonnull = np.ones(length, dtype=bool) if (valid := valid_mask(strings)) is None else valid
     rows = np.flatnonzero((np.diff(offsets) == 8) & nonnull)
-    matrix = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[rows, None] + np.arange(8)]
+    matrix = byte_windows(np.frombuffer(data_buffer, dtype=np.uint8), offsets[rows], 8)
     digits = matrix[:, [0, 1, 3, 4, 6, 7]] - np.uint8(_ZERO)  # bytes below "0" wrap around to > 9
     good = (
         (digits <= 9).all(axis=1)

@@ -22,10 +22,13 @@ from airflow_provider_cdr.api.dedupe import uuid_keys
 from airflow_provider_cdr.api.page import Page, page_parts, read_json, records_span
 from airflow_provider_cdr.convert.arrays import bool_array
 from airflow_provider_cdr.convert.arrow_page import ReadHints, read_page
+from airflow_provider_cdr.convert.page_keys import PageKeys
+from airflow_provider_cdr.convert.page_scan import scan_page
 from airflow_provider_cdr.convert.records import RecordConverter
 
 _DECLINED_BEFORE_SKIPPING = 3
 _RETRY_EVERY = 4
+_SCANS_KEPT = 16  # more than pages read ahead at once (one per slice)
 
 
 class RecordDicts:
@@ -47,6 +50,8 @@ class CDRBatches:
     Remembers what the last pages needed, so as not to pay twice per page for the same drift: once
     a page held floats in integer fields, the next ones are scanned for them before Arrow parses;
     after several pages in a row that Arrow could not read, only every fourth is offered to it.
+    A page read ahead is scanned first (:meth:`scan`); its read then reuses the key positions
+    the scan found instead of searching the bytes again (about 3 ms of a page of 10,000 records).
     """
 
     def __init__(self) -> None:
@@ -55,11 +60,31 @@ class CDRBatches:
         self._hints = ReadHints()
         self._declined_in_a_row = 0
         self._pages = 0
+        self._scanned: dict[int, PageKeys] = {}
+        """Key positions by id(body), until that body is read: held only for bodies still alive
+        (each PageKeys holds its body), so an id cannot be another body's."""
+        self._scanned_lock = threading.Lock()
+
+    def scan(self, body: bytes) -> Page[PageKeys | None] | None:
+        """The page's paging facts from its bytes alone (see :func:`.page_scan.scan_page`)."""
+        facts = scan_page(body)
+        if facts is not None and facts.payload is not None:
+            with self._scanned_lock:
+                self._scanned[id(body)] = facts.payload
+                while len(self._scanned) > _SCANS_KEPT:  # scanned, never read (a cancelled read)
+                    del self._scanned[next(iter(self._scanned))]
+        return facts
+
+    def _scanned_keys(self, body: bytes) -> PageKeys | None:
+        with self._scanned_lock:
+            keys = self._scanned.pop(id(body), None)
+        return keys if keys is not None and keys.body is body else None
 
     def read(self, body: bytes) -> Page[pa.RecordBatch]:
         self._pages += 1
+        positions = self._scanned_keys(body)
         if self._declined_in_a_row < _DECLINED_BEFORE_SKIPPING or self._pages % _RETRY_EVERY == 0:
-            page = read_page(body, self.converter, self._hints)
+            page = read_page(body, self.converter, self._hints, positions)
             if page is not None:
                 self._declined_in_a_row = 0
                 return page

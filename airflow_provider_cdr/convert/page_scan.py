@@ -27,6 +27,7 @@ import orjson
 
 from airflow_provider_cdr.api.dedupe import canonical_uuid_keys
 from airflow_provider_cdr.api.page import Page, instant_ms, page_total
+from airflow_provider_cdr.convert.arrays import byte_windows
 from airflow_provider_cdr.convert.page_keys import PageKeys
 
 _OPEN, _QUOTE, _BACKSLASH = (ord(char) for char in '{"\\')
@@ -36,8 +37,11 @@ _PLAIN_INSTANT = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]
 _BLANK = b" \t\r\n"
 
 
-def scan_page(body: bytes) -> Page[None] | None:
-    """The page's keys, record count, token, total and edge instants; None when not plainly laid out."""
+def scan_page(body: bytes) -> Page[PageKeys | None] | None:
+    """The page's keys, record count, token, total and edge instants; None when not plainly laid out.
+
+    The payload is the key positions found on the way (None for a page without records), which
+    the page's read can use instead of searching the bytes again."""
     start, end = body.find(b"["), body.rfind(b"]")
     if start < 0 or end < start:
         return None
@@ -61,7 +65,7 @@ def scan_page(body: bytes) -> Page[None] | None:
     first, last = _instant_ms(body, int(stamps[0])), _instant_ms(body, int(stamps[-1]))
     if page_keys is None or first is None or last is None:
         return None
-    return Page(None, page_keys, count, token, total, (first, last))
+    return Page(keys, page_keys, count, token, total, (first, last))
 
 
 def _top_level(body: bytes, start: int, end: int) -> tuple[str | None, int | None] | None:
@@ -87,7 +91,7 @@ def _uuid_keys(data: np.ndarray, colons: np.ndarray) -> np.ndarray | None:
         return None
     if not ((data[colons + 1] == _QUOTE).all() and (data[colons + _UUID + 2] == _QUOTE).all()):
         return None
-    return canonical_uuid_keys(data[colons[:, None] + 2 + np.arange(_UUID)])
+    return canonical_uuid_keys(byte_windows(data, colons + 2, _UUID))
 
 
 def _instant_ms(body: bytes, colon: int) -> int | None:

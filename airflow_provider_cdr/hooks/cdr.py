@@ -285,7 +285,7 @@ class CDRHook(HttpHook):
             stats=stats,
             close=session.close,
             cancel=cutoff.cancel,
-            scan=scan_page,
+            scan=getattr(page_format, "scan", scan_page),  # a format may scan its own (CDRBatches)
         )
 
     def iter_pages(self, per_page: int | None = None, **filters: Any) -> Iterator[list[dict[str, Any]]]:
