@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-from numpy.lib.stride_tricks import sliding_window_view
 
-from airflow_provider_cdr.convert.arrays import byte_items
+from airflow_provider_cdr.convert.arrays import byte_items, byte_windows
 
 _COLON, _QUOTE = ord(":"), ord('"')
 
@@ -85,10 +84,10 @@ class PageKeys:
 
     def _following(self, at: np.ndarray, width: int) -> np.ndarray:
         """The `width` bytes after each position, padded with a token end past the page's end."""
-        if len(self.bytes) <= width or int(at.max()) + 1 + width > len(self.bytes):
-            padded = np.concatenate((self.bytes, np.full(width + 1, ord(" "), dtype=np.uint8)))
-            return padded[at[:, None] + 1 + np.arange(width)]
-        return sliding_window_view(self.bytes, width)[at + 1]
+        source = self.bytes
+        if int(at.max()) + 1 + width > len(source):
+            source = np.concatenate((source, np.full(width + 1, ord(" "), dtype=np.uint8)))
+        return byte_windows(source, at + 1, width)
 
     def with_suffixes(self, inserts: list[tuple[int, bytes]]) -> bytes:
         """The body with each ``(position, suffix)``'s suffix inserted before that position."""

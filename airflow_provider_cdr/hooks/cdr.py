@@ -263,7 +263,9 @@ class CDRHook(HttpHook):
         """An Extraction bound to this connection: one session, one rate gate, one dedupe set.
 
         :param page_format: how a page is read (``RecordDicts``, ``CDRBatches`` from
-            :mod:`airflow_provider_cdr.convert.formats`, or your own).
+            :mod:`airflow_provider_cdr.convert.formats`, or your own). A page read ahead is
+            scanned by the format's own ``scan(body)`` when it has one (``CDRBatches``: its read
+            then reuses what the scan found), else by ``page_scan.scan_page``.
         :param per_page: records asked per page (default: the connection's ``per_page``).
         :param concurrency: queries run at once (default 1).
         """
