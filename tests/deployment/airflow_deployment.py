@@ -199,6 +199,10 @@ class AirflowDeployment:
             raise AssertionError(f"DAG import errors: {errors}")
         return found >= set(EXAMPLE_DAGS)
 
+    def service_log(self, name: str) -> str:
+        """The whole log of a running service (the scheduler's, the triggerer's...)."""
+        return self.services[name].log.read_text(errors="replace")
+
     def diagnostics(self) -> str:
         """The last lines of each service's log, for a failing test's message."""
         return "\n".join(f"--- {s.name} ---\n{s.tail()}" for s in self.services.values())
