@@ -120,9 +120,10 @@ def test_backfill_lands_30_days_exactly_with_the_sensor_deferred_in_the_triggere
 
     deferred = wait_for(f"the {last} sensor in state deferred", last_sensor_deferred, 600, pause=2.0)
     # Airflow 3.3 fails a resumed task when the scheduler takes in the exit of the worker that
-    # deferred it only after the resumed one has started (apache/airflow#71580; seen here under
-    # load, then the sensor's next try found the records without deferring). The records arrive
-    # once the scheduler has taken that exit in, so the round trip is the one under test.
+    # deferred it only after the resumed one has started (apache/airflow#71580: the likely cause
+    # of a try that failed here under load, after which the next try found the records without
+    # deferring). The records arrive once the scheduler has taken that exit in, so the round
+    # trip that runs is the one under test.
     wait_for(
         "the scheduler to take in the deferring worker's exit",
         lambda: exit_taken_in(deployment, deferred),
