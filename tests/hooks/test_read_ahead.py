@@ -22,6 +22,7 @@ from airflow_provider_cdr.api.errors import CDRPagingError
 from airflow_provider_cdr.api.extraction import Extraction
 from airflow_provider_cdr.api.page import Page, UnreadablePage
 from airflow_provider_cdr.convert.formats import RecordDicts
+from airflow_provider_cdr.convert.page_scan import scan_page
 from airflow_provider_cdr.hooks.cdr import CDRHook
 from tests.hooks.test_cdr_hook import DAY, use_connection
 
@@ -169,24 +170,54 @@ def test_a_page_read_ahead_that_turns_out_unreadable_is_asked_again(hook: CDRHoo
 
 
 class HeldUntil(Wrapped):
-    """Each read waits for `release` (the timeout only fails the test); `waits` says whether it came."""
+    """Each read waits for `release` (the timeout only fails the test); `waits` says whether it came.
+    `scanned` is set once `first_pages` pages were scanned to be read ahead."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_pages: int) -> None:
         super().__init__()
         self.release = threading.Event()
         self.waits: list[bool] = []
+        self.scanned = threading.Event()
+        self._scans = 0
+        self._first_pages = first_pages
+        self._lock = threading.Lock()
 
     def before(self, number: int) -> None:
         self.waits.append(self.release.wait(timeout=30))
+
+    def scan(self, body: bytes) -> Any:
+        facts = scan_page(body)  # what the hook scans with when the format has no scan of its own
+        with self._lock:
+            self._scans += 1
+            if self._scans == self._first_pages:
+                self.scanned.set()
+        return facts
+
+
+def second_requests_wait_for(extraction: Extraction[Any], event: threading.Event) -> None:
+    """Each slice's second request goes out only once `event` is set (the timeout only fails the test)."""
+    fetch, sent = extraction.fetch, threading.local()
+
+    def gated(params: Mapping[str, str], read: Any) -> Page[Any]:
+        sent.count = getattr(sent, "count", 0) + 1
+        if sent.count == 2:
+            event.wait(timeout=30)
+        return fetch(params, read)
+
+    extraction.fetch = gated
 
 
 def test_every_slice_reads_ahead_while_the_parsers_are_busy(hook: CDRHook, api: Any) -> None:
     # One slice more than there are parsers (one per core); every read is held until each slice
     # has sent its second request. A slice that had to read its first page before asking on
-    # would never send it, and the held reads would time out.
+    # would never send it, and the held reads would time out. A slice holds a read-ahead permit
+    # for its page waiting to be settled and one for the next page it fetches, so a fast slice
+    # could take a late slice's permit; second requests wait until every slice's first page
+    # was scanned for read-ahead, which keeps to the case this test is about.
     slices = (os.cpu_count() or 1) + 1
-    held = HeldUntil()
+    held = HeldUntil(first_pages=slices)
     extraction = hook.extraction(held, per_page=500, concurrency=slices)
+    second_requests_wait_for(extraction, held.scanned)
     held.release = watch_requests(extraction, 2 * slices).events[2 * slices]
     query = hook.build_query(start_date=DAY, end_date=DAY).as_params()
     uuids = landed_uuids(extraction, [query] * slices)  # the same pages: each lands once
