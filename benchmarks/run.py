@@ -21,8 +21,10 @@ told apart by the machine as well as by the code.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import platform
 import pstats
 import statistics
 import subprocess
@@ -338,6 +340,15 @@ def import_floor_mib(work: Path) -> float:
     ]
 
 
+def installed_versions() -> str:
+    """The releases that set the import floor and most of the speed, as `name version` pairs."""
+    found = [
+        f"{name} {importlib.metadata.version(name)}"
+        for name in ("apache-airflow", "apache-airflow-task-sdk", "pyarrow", "numpy", "requests")
+    ]
+    return ", ".join([*found, f"Python {platform.python_version()}"])
+
+
 def find(
     results: list[Result], data: str, server: str, latency: str, volume: int, variant: str
 ) -> Result | None:
@@ -375,6 +386,7 @@ def report(
         "(a number as a string, a float for an integer, an unknown field, a missing field, `n/a`).",
         "CPU s/100k: the variant's process CPU time per 100,000 records. Requests: what the stand-in counted.",
         "Server CPU: the stand-in's own CPU time during the run, on the same two cores.",
+        f"Measured with {installed_versions()}: the import floor and the speeds move with them.",
         "",
         "| data | server | latency | records/day | variant | records/s | wall (s) | CPU (s) | CPU s/100k "
         "| peak RSS (MiB) | requests | server CPU (s) |",
@@ -432,7 +444,8 @@ def report(
                 lines.append(
                     f"Peak RSS, {data}, {server}, {latency}: operator {b_small.peak_rss_mib:.0f} -> "
                     f"{b_large.peak_rss_mib:.0f} MiB ({growth:.2f}x; targets <= 300 MiB and <= 1.25x: "
-                    f"{'met' if met else 'NOT met'})."
+                    f"{'met' if met else 'NOT met'}); above the import floor ({floor_mib:.0f} MiB): "
+                    f"{b_small.peak_rss_mib - floor_mib:.0f} -> {b_large.peak_rss_mib - floor_mib:.0f} MiB."
                 )
     speeds = [speed for r in results if r.variant == "operator" for speed in r.machine]
     lines += [
