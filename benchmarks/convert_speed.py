@@ -103,24 +103,26 @@ def measure(records: int, per_page: int, repeat: int) -> dict[str, tuple[float, 
 
 
 def _timings(records: int, per_page: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
+    """Each path once per round, `repeat` rounds: the paths take turns, so a machine whose speed
+    drifts during the run slows them alike and their ratios hold (timed one after the other, a
+    path could come out faster than the parse it contains)."""
     pages = synthetic_pages(records, per_page, drift=0.0)
     drifted = synthetic_pages(records, per_page, drift=DRIFT)
     RecordConverter().to_batch(orjson.loads(pages[0])["records"])  # warm-up, see docstring
-    return {
-        "regular: Arrow's JSON parse alone (the floor)": [
-            timed(lambda: parse_alone(pages)) for _ in range(repeat)
-        ],
-        "regular: bytes -> batches, general path": [timed(lambda: _convert(pages)) for _ in range(repeat)],
-        "regular: bytes -> batches, Arrow path": [timed(lambda: _read(pages)) for _ in range(repeat)],
-        "regular: bytes -> committed Parquet day": [
-            timed(lambda: _convert_and_write(pages)) for _ in range(repeat)
-        ],
-        "drifted: bytes -> batches, general path": [timed(lambda: _convert(drifted)) for _ in range(repeat)],
-        "drifted: bytes -> batches, Arrow path": [timed(lambda: _read(drifted)) for _ in range(repeat)],
-        "drifted: bytes -> committed Parquet day": [
-            timed(lambda: _convert_and_write(drifted)) for _ in range(repeat)
-        ],
+    paths: dict[str, Callable[[], object]] = {
+        "regular: Arrow's JSON parse alone (the floor)": lambda: parse_alone(pages),
+        "regular: bytes -> batches, general path": lambda: _convert(pages),
+        "regular: bytes -> batches, Arrow path": lambda: _read(pages),
+        "regular: bytes -> committed Parquet day": lambda: _convert_and_write(pages),
+        "drifted: bytes -> batches, general path": lambda: _convert(drifted),
+        "drifted: bytes -> batches, Arrow path": lambda: _read(drifted),
+        "drifted: bytes -> committed Parquet day": lambda: _convert_and_write(drifted),
     }
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in paths}
+    for _ in range(repeat):
+        for label, work in paths.items():
+            runs[label].append(timed(work))
+    return runs
 
 
 DRIFT = 0.05
