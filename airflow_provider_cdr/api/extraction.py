@@ -289,11 +289,11 @@ class Extraction(Generic[T]):
     """Pages read ahead and still being read: as many as there are slices, so pages do not pile up
     in memory. A slice may hold two (the page it waits to settle and the next one, read ahead while
     it fetched), so a slice whose first page comes late can find none free and read it in full
-    before asking on: slower, never wrong. One per parser (2
-    here) made a slice whose page came while two others were read wait for that page's read
-    before its next request; with latency, a 100,000-record day in pages of
-    10,000 landed at b/c 0.79 instead of 0.83 (interleaved A/B, 7 runs each). The memory that costs at
-    the peak is paid for by the writer encoding while idle (``landing/writer.py``, flush_idle)."""
+    before asking on: slower, never wrong. One per parser (2 here) made a slice whose page came
+    while two others were read wait for that page's read before its next request; with latency, a
+    100,000-record day in pages of 10,000 landed at b/c 0.79 instead of 0.83 (interleaved A/B, 7
+    runs each). The memory that costs at the peak is paid for by the writer encoding while idle
+    (``landing/writer.py``, flush_idle)."""
     _sent: threading.local = field(default_factory=threading.local, init=False, repr=False)
     """Per slice thread: when its current request was sent (`at`, time.monotonic())."""
     _large_read_s: float | None = field(default=None, init=False, repr=False)
