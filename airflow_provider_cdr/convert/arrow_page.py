@@ -32,6 +32,7 @@ alike (not a coercion); a float for an integer field is not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import orjson
@@ -50,6 +51,7 @@ INT_FIELDS = ("agent_id", "num_segments")
 NUMBER_FIELDS = (*INT_FIELDS, "cpc")
 AS_STRING, AS_FLOAT = "~as-string", "~as-float"
 _RENAME_MARK = b"~as-"
+_RENAME_MARK_IN_NAME = _RENAME_MARK.decode()
 _QUOTE = ord('"')
 _INFERRED_OK = (pa.string(), pa.int64(), pa.bool_())
 _FORGET_DRIFT_AFTER = 8  # pages without drift to make readable before it is no longer looked for first
@@ -73,21 +75,22 @@ _RENAMED = {
     **{f"{name}{AS_STRING}": pa.string() for name in NUMBER_FIELDS},
     **{f"{name}{AS_FLOAT}": pa.float64() for name in INT_FIELDS},
 }
+
+
 #: The page: explicit for what is known, "infer" so that a new top-level key (total, page) costs
-#: nothing and a key the schema does not know inside a record is read by inference.
-_PARSE_OPTIONS = pa_json.ParseOptions(
-    explicit_schema=pa.schema(
-        [
-            pa.field(
-                "records",
-                pa.list_(pa.struct([*RECORD_AS_SENT, *(pa.field(n, t) for n, t in _RENAMED.items())])),
-            ),
-            pa.field("search_token", pa.string()),
-        ]
-    ),
-    unexpected_field_behavior="infer",
-    newlines_in_values=True,
-)
+#: nothing and a key the schema does not know inside a record is read by inference. Only the
+#: renamed columns a page has are declared: each declared column is filled on every record, and
+#: the five together made a page without drift parse about 20 % slower (2.39 vs 1.95 us a record).
+@cache
+def _parse_options(renamed: frozenset[str]) -> pa_json.ParseOptions:
+    record = pa.struct([*RECORD_AS_SENT, *(pa.field(n, t) for n, t in _RENAMED.items() if n in renamed)])
+    return pa_json.ParseOptions(
+        explicit_schema=pa.schema(
+            [pa.field("records", pa.list_(record)), pa.field("search_token", pa.string())]
+        ),
+        unexpected_field_behavior="infer",
+        newlines_in_values=True,
+    )
 
 
 def read_records(
@@ -113,7 +116,7 @@ def read_records(
         if readable is None:
             return None
         text, renamed = readable
-        table = _parse(text)
+        table = _parse(text, frozenset(renamed))
         hints.saw(drift=table is not None and bool(renamed))
     else:
         hints.saw(drift=False)
@@ -155,10 +158,13 @@ def _readable(keys: PageKeys) -> tuple[bytes, dict[str, int]] | None:
     return keys.with_suffixes(inserts), renamed
 
 
-def _parse(body: bytes) -> pa.Table | None:
+def _parse(body: bytes, renamed: frozenset[str] = frozenset()) -> pa.Table | None:
+    """The page as Arrow reads it, with the `renamed` columns declared; None if Arrow cannot."""
     options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1 << 16))
     try:
-        return pa_json.read_json(pa.BufferReader(body), read_options=options, parse_options=_PARSE_OPTIONS)
+        return pa_json.read_json(
+            pa.BufferReader(body), read_options=options, parse_options=_parse_options(renamed)
+        )
     except (pa.ArrowException, ValueError):  # ValueError: includes UnicodeDecodeError
         return None
 
@@ -187,9 +193,7 @@ def _records(table: pa.Table, renamed: dict[str, int]) -> ArrowRecords | None:
         read.fields[name] = column
     for name in NUMBER_FIELDS:
         sent = {
-            suffix: columns.pop(name + suffix)
-            for suffix in (AS_STRING, AS_FLOAT)
-            if name + suffix in _RENAMED
+            suffix: columns.pop(name + suffix) for suffix in (AS_STRING, AS_FLOAT) if name + suffix in columns
         }
         if any(len(c) - c.null_count != renamed.get(name + suffix, 0) for suffix, c in sent.items()):
             return None  # a key renamed elsewhere (nested) or sent twice: the general path
@@ -201,6 +205,8 @@ def _records(table: pa.Table, renamed: dict[str, int]) -> ArrowRecords | None:
         if AS_FLOAT in moved:
             read.sent_as_floats[name] = moved[AS_FLOAT]
     for name, column in columns.items():
+        if _RENAME_MARK_IN_NAME in name:
+            return None  # the server sent a key that looks like a renamed one: the general path
         if column.type not in _INFERRED_OK:
             return None  # nested, double (1 and 1.0 look alike), or null only: the general path
         read.unknown[name] = column
@@ -253,7 +259,9 @@ def _no_explicit_nulls(keys: PageKeys, unknown: dict[str, pa.Array]) -> bool:
         at = keys.of(name)
         if len(at) != sent:  # a key sent as null is one more key than Arrow has values
             return False
-        if keys.body.count(orjson.dumps(name)) != sent:
+        # Found as "name": only: with no colon after whitespace, no other key can be it (a scan of
+        # the page, about 0.1 us a record, saved); else any "name" beyond those sends the general way.
+        if keys.spaced_colons and keys.body.count(orjson.dumps(name)) != sent:
             return False
     return True
 

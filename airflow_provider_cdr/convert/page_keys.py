@@ -33,6 +33,7 @@ def _byte_set(members: bytes) -> np.ndarray:
 IS_NUMBER_START = _byte_set(b"-0123456789")
 _IS_TOKEN_END = _byte_set(b",}] \t\r\n")
 _IS_FLOAT_MARK = _byte_set(b".eE")
+_IS_SPACE = _byte_set(b" \t\r\n")
 _NUMBER_WIDTHS = (8, 24, 64)  # bytes a number token may take before the page is left to the general path
 
 
@@ -43,8 +44,12 @@ class PageKeys:
         self.body = body
         self.bytes = np.frombuffer(body, dtype=np.uint8)
         colons = np.flatnonzero(self.bytes[1:] == _COLON) + 1
+        before = self.bytes[colons - 1]
         # int32 (a page is far below 2 GiB): half the memory while a page read ahead waits with them.
-        self._colons = colons[self.bytes[colons - 1] == _QUOTE].astype(np.int32)
+        self._colons = colons[before == _QUOTE].astype(np.int32)
+        #: Whether some ``:`` follows whitespace: a key written ``"name" :``, which `of` does not see
+        #: (or only a colon inside a string value); compact and pretty-printed JSON have none.
+        self.spaced_colons = bool(_IS_SPACE[before].any())
         self._last = self.bytes[self._colons - 2] if self._colons.size else np.zeros(0, np.uint8)
 
     def of(self, name: str) -> np.ndarray:
