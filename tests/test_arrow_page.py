@@ -244,6 +244,9 @@ ODD_BODIES = {
     "a list, not an object": b"[]",
     "an empty token": page_body([call(1)], token=""),
     "a number as token": b'{"records": [], "search_token": 5}',
+    "an unknown field sent as null, a space before its colon": page_body(
+        [call(1, brand_new="x"), call(2, brand_new="y")]
+    ).replace(b'"brand_new":"y"', b'"brand_new" :null'),
 }
 
 

@@ -53,3 +53,17 @@ def test_keys_are_found_where_a_literal_search_finds_them() -> None:
     at = PageKeys(body).of("agent_id")
     literal = [i + len(b'"agent_id"') for i in range(len(body)) if body.startswith(b'"agent_id":', i)]
     assert at.tolist() == literal
+
+
+@pytest.mark.parametrize(
+    ("body", "spaced"),
+    [
+        (b'{"records":[{"uuid":"u","at":"12:43"}]}', False),  # compact; a colon inside a value
+        (orjson.dumps({"records": [{"uuid": "u"}]}, option=orjson.OPT_INDENT_2), False),  # "k": v
+        (b'{"records":[{"uuid" :"u"}]}', True),  # a key `of` cannot see
+        (b'{"records":[{"uuid":"u","text":"Note :\\tx"}]}', True),  # only a value: told all the same
+        (b'{"records":[{"uuid"\n:"u"}]}', True),
+    ],
+)
+def test_a_colon_after_whitespace_is_told(body: bytes, spaced: bool) -> None:
+    assert PageKeys(body).spaced_colons is spaced

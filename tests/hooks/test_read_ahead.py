@@ -241,3 +241,45 @@ def test_the_consumer_is_told_when_it_waits_for_a_page(hook: CDRHook, api: Any) 
     uuids = [record["uuid"] for page in extraction.run(queries, idle=idle) for record in page]
     assert idle_threads and set(idle_threads) == {threading.current_thread()}
     assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
+
+
+class Meeting(Wrapped):
+    """The first two reads each wait for the other to start, at most `patience` seconds: `met`
+    says, per read, whether the two ran at once."""
+
+    def __init__(self, patience: float) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(2, timeout=patience)
+        self.met: list[bool] = []
+
+    def before(self, number: int) -> None:
+        if number <= 2:
+            try:
+                self.barrier.wait()
+                self.met.append(True)
+            except threading.BrokenBarrierError:
+                self.met.append(False)
+
+
+def two_slices_reading(hook: CDRHook, meeting: Meeting) -> list[str]:
+    """Two slices over the same day (each page lands once), two parsers."""
+    extraction = hook.extraction(meeting, per_page=500, concurrency=2)
+    query = hook.build_query(start_date=DAY, end_date=DAY).as_params()
+    return landed_uuids(extraction, [query, query])
+
+
+def test_large_pages_are_read_side_by_side(hook: CDRHook, api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(extraction_module, "LARGE_PAGE_BYTES", 1000)
+    meeting = Meeting(patience=30)  # the timeout only fails the test
+    uuids = two_slices_reading(hook, meeting)
+    assert meeting.met == [True, True]
+    assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
+
+
+def test_small_pages_are_read_one_at_a_time(hook: CDRHook, api: Any) -> None:
+    # Two parsers on small pages hand the GIL to each other more than they gain (Extraction._small_reads):
+    # the first read waits in vain for a second one to start beside it.
+    meeting = Meeting(patience=1)
+    uuids = two_slices_reading(hook, meeting)
+    assert meeting.met == [False, False]
+    assert sorted(uuids) == sorted(api.truth(start_date=DAY, end_date=DAY))
