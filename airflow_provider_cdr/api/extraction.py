@@ -7,8 +7,8 @@ Pages are read by a :class:`~airflow_provider_cdr.api.page.PageFormat`. With mor
 worker, reading runs on a pool of parser threads, one per core: a format that parses without the
 GIL (Arrow's JSON reader) then parses on every core, and the big transient buffers of parsing
 stay in few threads, hence in few of glibc's per-thread malloc arenas (parsing on every download
-thread held ~15 MiB more at the peak of a 1,000,000-record day). Only compact pages wait at the
-handoff.
+thread held ~15 MiB more at the peak of a 1,000,000-record day). Small pages are read one at a
+time (``Extraction._small_reads``). Only compact pages wait at the handoff.
 
 Small pages are read ahead: the paging facts of a body (its uuids, token, total) are scanned from
 its bytes (``Extraction.scan``), the slice sends its next request at once, and the page is read
