@@ -324,10 +324,9 @@ class Extraction(Generic[T]):
                 return self.format.read(body)
         started = time.monotonic()
         page = self.format.read(body)
-        if len(body) > LARGE_PAGE_BYTES:
-            took = time.monotonic() - started
-            last = self._large_read_s
-            self._large_read_s = took if last is None else 0.8 * last + 0.2 * took
+        took = time.monotonic() - started
+        last = self._large_read_s
+        self._large_read_s = took if last is None else 0.8 * last + 0.2 * took
         return page
 
     def _timed_fetch(self, request: Mapping[str, str], read: Read) -> Page[Any]:
