@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -400,6 +402,46 @@ def test_searches_wait_for_one_offset_test_instead_of_each_running_their_own() -
     waiter.join(5)
     assert decided.is_set() and server.offsets == SERVED and server.counts.offset_tests == 1
     assert second.request_params() == {"page": "2", "per_page": "10000"}
+
+
+def test_a_search_waits_for_another_offset_test_inside_its_waiting_block() -> None:
+    """So that the extraction can give its turn to ask the server to another slice meanwhile."""
+    server = ServerPaging(10_000)
+    first = pager(server=server)
+    first.update(facts(1000))  # first runs the test
+    states: list[str] = []
+    entered = threading.Event()
+
+    @contextmanager
+    def waiting() -> Iterator[None]:
+        states.append("waiting")
+        entered.set()
+        yield
+        states.append("done")
+
+    second = SearchPager(server, waiting)
+    waiter = threading.Thread(target=lambda: second.update(facts(1000, start=50_000)))
+    waiter.start()
+    assert entered.wait(5)
+    assert states == ["waiting"]
+    first.update(facts(1000, start=1000))
+    first.update(facts(1000, start=1000))
+    waiter.join(5)
+    assert not waiter.is_alive() and states == ["waiting", "done"]
+    assert second.request_params() == {"page": "2", "per_page": "10000"}  # it used the test's answer
+
+
+def test_a_search_that_need_not_wait_never_enters_its_waiting_block() -> None:
+    entered: list[bool] = []
+
+    @contextmanager
+    def waiting() -> Iterator[None]:
+        entered.append(True)
+        yield
+
+    p = SearchPager(ServerPaging(10_000), waiting)
+    p.update(facts(1000))  # it claims the test itself
+    assert p.request_params() == {"page": "2", "per_page": "1000"} and entered == []
 
 
 def test_a_query_that_fails_mid_test_releases_the_others() -> None:

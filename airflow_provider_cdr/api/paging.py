@@ -39,6 +39,8 @@ import base64
 import binascii
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import NoReturn
@@ -55,6 +57,8 @@ SEARCH_WINDOW = 10_000
 MAX_IDLE_SEARCHES = 3
 # How long a search waits for another one to finish the offset test before running its own.
 OFFSET_TEST_WAIT_S = 600.0
+Waiting = Callable[[], AbstractContextManager[object]]
+"""Entered while a search waits for another search (see ServerPaging.claim_offset_test)."""
 
 # Records of a page's edges kept by identity: enough to see where a page starts after the ties a
 # token may send again (records sharing the millisecond it resumes at).
@@ -245,16 +249,22 @@ class ServerPaging:
 
     # -- the offset test ---------------------------------------------------------------------------
 
-    def claim_offset_test(self) -> bool:
-        """True: the caller runs the test. False: offsets are known, or another search's test has ended."""
-        with self._lock:
-            while self._offset_test_running and self.offsets is None:
-                if not self._offset_test_done.wait(OFFSET_TEST_WAIT_S):
-                    break
-            if self.offsets is not None:
-                return False
-            self._offset_test_running = True
-            return True
+    def claim_offset_test(self, waiting: Waiting = nullcontext) -> bool:
+        """True: the caller runs the test. False: offsets are known, or another search's test has ended.
+
+        While another search's test runs, the caller waits inside `waiting()` (e.g. giving up its turn
+        to ask the server, so that another query's requests go out meanwhile)."""
+        while True:
+            with self._lock:
+                if self.offsets is not None:
+                    return False
+                if not self._offset_test_running:
+                    self._offset_test_running = True
+                    return True
+            with waiting(), self._lock:
+                while self._offset_test_running and self.offsets is None:
+                    if not self._offset_test_done.wait(OFFSET_TEST_WAIT_S):
+                        self._offset_test_running = False  # taken as lost: the caller runs its own
 
     def end_offset_test(self, offsets: str | None) -> None:
         """Record the test's answer (None: it ended without one, e.g. the search ended)."""
@@ -366,8 +376,9 @@ class SearchPager:
     CDRPagingError (stop: the answers do not add up). See the module docstring.
     """
 
-    def __init__(self, server: ServerPaging) -> None:
+    def __init__(self, server: ServerPaging, waiting: Waiting = nullcontext) -> None:
         self.server = server
+        self._waiting = waiting
         self.has_next = True
         self.searches = 1
         self._search = _Search(per_page=server.first_per_page())
@@ -607,7 +618,7 @@ class SearchPager:
         elif self.server.offsets == SERVED or self.server.honours_per_page:
             # A server that fills pages as asked puts page 2 right after page 1 whichever way it counts.
             pass
-        elif self.server.claim_offset_test():
+        elif self.server.claim_offset_test(self._waiting):
             self._test = _OffsetTest(short=held)
         elif self.server.offsets != SERVED:  # another search's test ended without an answer: the safe way
             search.per_page = held
