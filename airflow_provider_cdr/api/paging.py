@@ -250,10 +250,11 @@ class ServerPaging:
     # -- the offset test ---------------------------------------------------------------------------
 
     def claim_offset_test(self, waiting: Waiting = nullcontext) -> bool:
-        """True: the caller runs the test. False: offsets are known, or another search's test has ended.
+        """True: the caller runs the test (none is running). False: offsets are known.
 
-        While another search's test runs, the caller waits inside `waiting()` (e.g. giving up its turn
-        to ask the server, so that another query's requests go out meanwhile)."""
+        While another search's test runs, the caller waits for its answer inside `waiting()` (e.g.
+        giving up its turn to ask the server, so that another query's requests go out meanwhile);
+        a test that ended without one leaves the next caller to run its own."""
         while True:
             with self._lock:
                 if self.offsets is not None:
