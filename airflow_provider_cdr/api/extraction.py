@@ -289,8 +289,8 @@ class _Turn:
             self._turns.release()
 
     @contextmanager
-    def given_up(self) -> Iterator[None]:
-        """Not holding the turn for the block, if it was held: taken back (waiting for it) after."""
+    def paused(self) -> Iterator[None]:
+        """The turn given up for the block, if it was held, and taken back (waiting for it) after."""
         held = self._held
         self.give_up()
         try:
@@ -483,7 +483,7 @@ class Extraction(Generic[T]):
                     stop,
                     self.read_ahead,
                     asked_all=turn.give_up,
-                    while_waiting=turn.given_up,
+                    while_waiting=turn.paused,
                 )
                 for page in pages:
                     put(page)
@@ -496,7 +496,8 @@ class Extraction(Generic[T]):
                 turn.give_up()
                 put(_DONE)
 
-        # Twice as many slices as turns: one per turn, and one per slice that gave its turn up.
+        # Slices in progress: twice the turns at most. One that gave its turn up (waiting for another,
+        # or reading its last page) still holds pages: the pool, not the turns, bounds them.
         pool = ThreadPoolExecutor(max_workers=2 * self.concurrency, thread_name_prefix="cdr-slice")
         try:
             for params in queries:

@@ -84,8 +84,12 @@ def test_a_slice_that_asked_all_it_needs_lets_the_next_ask_while_its_last_page_i
     assert extraction.stats.requests == 3 * len(DAYS)  # no page asked to prove an end
 
 
-def test_a_slice_waiting_for_another_slices_offset_test_lets_the_next_ask(hook: CDRHook, api: Any) -> None:
-    api.set_profile(page_cap=100)  # page 1 comes back short: one slice tests where page 2 starts
+@pytest.mark.parametrize("page_offset", ["served", "asked"])
+def test_a_slice_waiting_for_another_slices_offset_test_lets_the_next_ask(
+    hook: CDRHook, api: Any, page_offset: str
+) -> None:
+    # Page 1 comes back short: one slice tests where page 2 starts, under either reading.
+    api.set_profile(page_cap=100, page_offset=page_offset)
     extraction = hook.extraction(RecordDicts(), per_page=500, concurrency=2)
     first = FirstRequests(extraction, len(DAYS))
     fetch, waited = extraction.fetch, []
