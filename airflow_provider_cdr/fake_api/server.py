@@ -229,20 +229,27 @@ class Stats:
             self.by_status: Counter[str] = Counter()
             self.by_path: Counter[str] = Counter()
             self.per_second: Counter[str] = Counter()
+            # (the day the query is about, epoch second): tells apart the tasks of a range, one a day.
+            self.per_day_second: Counter[tuple[str, str]] = Counter()
             self.in_flight = 0
             self.max_in_flight = 0
             # Bounded: a stand-in left running (docker compose) must not grow with every request.
             self.arrivals: deque[float] = deque(maxlen=TIMELINE_LENGTH)
             self.retry_afters: deque[tuple[float, float]] = deque(maxlen=TIMELINE_LENGTH)
 
-    def begin(self, path: str, now: float) -> int:
-        """Count a request as started; returns its number (1-based), which drives the faults."""
-        epoch_second = int(now)
+    def begin(self, path: str, now: float, day: str | None = None) -> int:
+        """Count a request as started; returns its number (1-based), which drives the faults.
+
+        `day`: the day the request's query is about, if it names one (tells a range's tasks apart).
+        """
+        epoch_second = str(int(now))
         with self._lock:
             self.arrivals.append(now)
             self.requests += 1
             self.by_path[path] += 1
-            self.per_second[str(epoch_second)] += 1
+            self.per_second[epoch_second] += 1
+            if day is not None:
+                self.per_day_second[day, epoch_second] += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return self.requests
@@ -267,14 +274,31 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
+            by_day: dict[str, dict[str, int]] = {}
+            for (day, second), count in self.per_day_second.items():
+                by_day.setdefault(day, {})[second] = count
             return {
                 "requests": self.requests,
                 "by_status": dict(self.by_status),
                 "by_path": dict(self.by_path),
                 "per_second": dict(self.per_second),
                 "max_per_second": max(self.per_second.values(), default=0),
+                "per_second_by_day": by_day,
                 "max_in_flight": self.max_in_flight,
             }
+
+
+def _query_day(params: dict[str, str]) -> str | None:
+    """The day a query's window is about, if it names one: its `start_date`, or the date in the
+    middle of `start_datetime`..`end_datetime` (a client may start a day's first slice a second
+    before midnight, for an API that reads the start as exclusive)."""
+    if "start_date" in params:
+        return params["start_date"]
+    try:
+        start, end = (datetime.fromisoformat(params[name]) for name in ("start_datetime", "end_datetime"))
+        return (start + (end - start) / 2).date().isoformat()
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
 
 
 def stop_process(process: subprocess.Popen[Any], grace_s: float) -> None:
@@ -328,7 +352,7 @@ class StandInApp:
         if not path.startswith("/api/"):
             return json_reply(404, {"error": "Not found"})
         now = time.time()
-        request_no = self.stats.begin(path, now)
+        request_no = self.stats.begin(path, now, _query_day(params))
         try:
             reply = self._api(method, path, params, request_no, int(now))
         except Exception:  # a stand-in bug must still answer, and close its in-flight count

@@ -120,13 +120,19 @@ def test_unknown_routes_are_404(api: StandIn) -> None:
 def test_admin_health_stats_reset(api: StandIn) -> None:
     assert requests.get(api.url + "/_admin/health", timeout=30).json() == {"ok": True}
     get(api, per_page=1, **DAY)
+    # A day asked from a second before its midnight (an exclusive start) is still that day.
+    get(api, per_page=1, start_datetime="2024-03-05T23:59:59", end_datetime="2024-03-07T00:00:00")
     get(api, "/api/v2/cdr/teams")
     requests.get(api.url + "/api/v2/cdr", params={"key": "wrong"}, timeout=30)
     stats = api.stats()
-    assert stats["requests"] == 3
-    assert stats["by_status"] == {"200": 2, "401": 1}
-    assert stats["by_path"] == {"/api/v2/cdr": 2, "/api/v2/cdr/teams": 1}
-    assert sum(stats["per_second"].values()) == 3
+    assert stats["requests"] == 4
+    assert stats["by_status"] == {"200": 3, "401": 1}
+    assert stats["by_path"] == {"/api/v2/cdr": 3, "/api/v2/cdr/teams": 1}
+    assert sum(stats["per_second"].values()) == 4
+    # Requests with a window are also counted under the day it is about (a range's tasks).
+    by_day = stats["per_second_by_day"]
+    assert sorted(by_day) == ["2024-03-05", "2024-03-06"]
+    assert [sum(seconds.values()) for _, seconds in sorted(by_day.items())] == [1, 1]
     assert stats["max_per_second"] >= 1 and stats["max_in_flight"] == 1
     api.reset_stats()
     assert api.stats()["requests"] == 0
