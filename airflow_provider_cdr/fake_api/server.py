@@ -46,7 +46,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -229,15 +229,15 @@ class Stats:
             self.by_status: Counter[str] = Counter()
             self.by_path: Counter[str] = Counter()
             self.per_second: Counter[str] = Counter()
-            # (the day the query is about, epoch second): tells apart the tasks of a range, one a day.
-            self.per_day_second: Counter[tuple[str, str]] = Counter()
+            # Per second again, for each day a query is about: tells apart the tasks of a range.
+            self.per_second_by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
             self.in_flight = 0
             self.max_in_flight = 0
             # Bounded: a stand-in left running (docker compose) must not grow with every request.
             self.arrivals: deque[float] = deque(maxlen=TIMELINE_LENGTH)
             self.retry_afters: deque[tuple[float, float]] = deque(maxlen=TIMELINE_LENGTH)
 
-    def begin(self, path: str, now: float, day: str | None = None) -> int:
+    def begin(self, path: str, now: float, day: str | None) -> int:
         """Count a request as started; returns its number (1-based), which drives the faults.
 
         `day`: the day the request's query is about, if it names one (tells a range's tasks apart).
@@ -249,7 +249,7 @@ class Stats:
             self.by_path[path] += 1
             self.per_second[epoch_second] += 1
             if day is not None:
-                self.per_day_second[day, epoch_second] += 1
+                self.per_second_by_day[day][epoch_second] += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return self.requests
@@ -274,16 +274,13 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            by_day: dict[str, dict[str, int]] = {}
-            for (day, second), count in self.per_day_second.items():
-                by_day.setdefault(day, {})[second] = count
             return {
                 "requests": self.requests,
                 "by_status": dict(self.by_status),
                 "by_path": dict(self.by_path),
                 "per_second": dict(self.per_second),
                 "max_per_second": max(self.per_second.values(), default=0),
-                "per_second_by_day": by_day,
+                "per_second_by_day": {day: dict(seconds) for day, seconds in self.per_second_by_day.items()},
                 "max_in_flight": self.max_in_flight,
             }
 
