@@ -637,6 +637,14 @@ def analysis(
         "and dropped (in-process A/B, 9 rounds each): glibc's default malloc arenas instead of one (b/c "
         "0.84 vs 0.86), and the writer's idle flush after 20 or 10 ms without a page instead of 50 (b/c "
         "0.835 and 0.811 vs 0.842).",
+        "- The stand-in shares the 2 cores with the operator (measured 2026-12-04, 100,000 drifted "
+        "records in pages of 10,000 with latency, in-process A/B): the operator's parser threads at a "
+        "lower priority (nice 10) took b/c from 0.834 to 0.849 and from 0.854 to 0.877 (two runs, 11 and "
+        "9 rounds), but only from 0.828 to 0.832 with the stand-in's process lowered as much: the gain "
+        "was the stand-in's share of the cores, which a remote API does not need, so it was not kept. "
+        "Handing a page read ahead over as soon as its read ends, instead of after its slice's next "
+        "answer, gave b/c 0.845 vs 0.845 (7 rounds), and 0.852 vs 0.847 with a 10 ms idle flush (9 "
+        "rounds): the last answers' reads and the final row group are CPU on the 2 cores either way.",
     ]
     return lines
 
