@@ -631,10 +631,12 @@ def analysis(
         "20.75 ms), and unquoting numbers sent as strings instead of renaming their keys (parse 19.8 vs "
         "20.5 ms, but finding and blanking the quotes costs more than that).",
         "- The day's last 0.1 s, drifted, pages of 10,000, 100,000 records with latency (per-thread "
-        "timelines, 2026-12-04): the last page's read (a page of 2,500: 13-25 ms), then the final row "
-        "group (about 50,000 rows: 44-58 ms on one core; pyarrow does not expose the Parquet writer's "
-        "option to encode columns on several threads) and the rest of the commit (about 6 ms). Measured "
-        "and dropped (in-process A/B, 9 rounds each): glibc's default malloc arenas instead of one (b/c "
+        "timelines, 2026-12-04): the last page's read (a page of 2,500: 13-25 ms), then the rows left "
+        "(about 50,000: 44-58 ms on one core as one row group; pyarrow does not expose the Parquet "
+        "writer's option to encode columns on several threads) and the rest of the commit (about 6 ms). "
+        "These rows are now written as two halves encoded side by side, the second into one more file "
+        "(`landing/writer.py`, `_drain_last`): 12-36 ms sooner, b/c 0.79-0.87 vs 0.77-0.83 (in-process "
+        "A/B, four runs of 11-15 rounds). Measured and dropped (in-process A/B, 9 rounds each): glibc's default malloc arenas instead of one (b/c "
         "0.84 vs 0.86), and the writer's idle flush after 20 or 10 ms without a page instead of 50 (b/c "
         "0.835 and 0.811 vs 0.842).",
         "- The stand-in shares the 2 cores with the operator (measured 2026-12-04, 100,000 drifted "

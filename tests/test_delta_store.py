@@ -103,3 +103,14 @@ def test_days_committed_at_once_into_a_new_table_all_land(tmp_path: Path) -> Non
     for day in days:
         assert day_rows(tmp_path, day) == [f"{day}-1", f"{day}-2"]
     assert DeltaTable(str(tmp_path)).version() == len(days) - 1
+
+
+def test_the_last_rows_written_side_by_side_are_two_parts_of_one_delta_commit(tmp_path: Path) -> None:
+    uuids = [f"u-{number:05d}" for number in range(40_000)]
+    with DayPartitionWriter(tmp_path, DAY, table_format="delta") as split:
+        split.write_batch(batch(*uuids))
+        summary = split.commit()
+    assert len(summary.files) == 2 and summary.rows == 40_000
+    table = DeltaTable(str(tmp_path))
+    assert sorted(Path(uri).name for uri in table.file_uris()) == sorted(summary.files)
+    assert day_rows(tmp_path) == uuids

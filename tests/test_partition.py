@@ -320,6 +320,44 @@ def test_rows_buffered_while_the_caller_waits_are_written_early_from_half_a_row_
     assert sorted_rows(read_local_day(tmp_path, DAY)) == sorted_rows(expected_table(records))
 
 
+@pytest.fixture(scope="module")
+def day_of_50_000() -> tuple[list[dict[str, Any]], pa.Table]:
+    records = day_records(DAY, 50_000)
+    return records, expected_table(records)
+
+
+@pytest.mark.parametrize(
+    ("options", "row_groups"),
+    [
+        ({}, [[25_000], [25_000]]),
+        ({"row_group_rows": 32_000}, [[32_000, 9_000], [9_000]]),
+        ({"row_group_rows": 40_000}, [[40_000, 10_000]]),
+        ({"row_group_rows": 32_000, "file_rows": 45_000}, [[32_000, 13_000], [5_000]]),
+    ],
+    ids=["no-file-open", "file-open", "below-half-a-row-group", "beyond-the-file"],
+)
+def test_many_rows_left_at_the_commit_are_written_as_two_files_side_by_side(
+    tmp_path: Path,
+    day_of_50_000: tuple[list[dict[str, Any]], pa.Table],
+    options: dict[str, int],
+    row_groups: list[list[int]],
+) -> None:
+    """At least SPLIT_LAST_ROWS and half a row group left at the commit: half go to the file open
+    (or a new one), half to one more file; fewer, or more than the open file can take, go as before."""
+    records, expected = day_of_50_000
+    summary = write_day(tmp_path, DAY, records, page_size=5_000, **options)
+
+    files = [pq.ParquetFile(Path(summary.location, name)).metadata for name in summary.files]
+    assert [[meta.row_group(i).num_rows for i in range(meta.num_row_groups)] for meta in files] == row_groups
+    manifest = read_manifest(Path(summary.location))
+    assert [entry["name"] for entry in manifest["files"]] == summary.files
+    assert [entry["rows"] for entry in manifest["files"]] == [sum(groups) for groups in row_groups]
+    in_order = pa.concat_tables(pq.read_table(Path(summary.location, name)) for name in summary.files)
+    assert in_order.equals(expected), "the files in the manifest's order hold the rows as they were written"
+    ((count,),) = duck_rows(f"SELECT count(*) FROM read_parquet('{tmp_path}/*/*.parquet')")
+    assert count == 50_000
+
+
 def test_sms_day_empty_day_and_full_day_open_in_one_duckdb_query(tmp_path: Path) -> None:
     write_day(tmp_path, OTHER_DAY, day_records(OTHER_DAY, 900))
     write_day(tmp_path, DAY, day_records(DAY, 50, kinds="sms"))

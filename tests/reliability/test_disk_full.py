@@ -83,33 +83,52 @@ def test_a_full_disk_fails_the_write_with_enospc_and_keeps_the_previous_version(
 
 LIMITED_WRITER = textwrap.dedent(
     """
-    import resource, signal, sys
+    import resource, signal, sys, traceback
     from datetime import date
     sys.path.insert(0, sys.argv[2])
-    from tests.reliability.test_disk_full import DAY, incompressible_day
+    from tests.reliability.test_disk_full import DAY, day_split_at_commit, incompressible_day
     from tests.test_partition import write_day
 
-    records = incompressible_day(3000)
+    records = incompressible_day(3000) if sys.argv[3] == "all" else day_split_at_commit(sys.argv[3])
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead of failing the write
     resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, 512 * 1024))
+    options = {"page_size": 200, "row_group_rows": 200} if sys.argv[3] == "all" else {"page_size": 2000}
     try:
-        write_day(sys.argv[1], DAY, records, page_size=200, row_group_rows=200)
+        write_day(sys.argv[1], DAY, records, **options)
     except OSError as err:
         print(f"errno={err.errno} {type(err).__name__}: {err}")
+        print("frames=" + ",".join(frame.name for frame in traceback.extract_tb(err.__traceback__)))
         sys.exit(3)
     sys.exit("the write fitted under the limit")
     """
 )
 
 
-def test_a_file_size_limit_fails_the_write_with_efbig_and_keeps_the_previous_version(tmp_path: Path) -> None:
+def day_split_at_commit(big: str) -> list[dict[str, Any]]:
+    """40,000 records, all left at the commit (so written as two halves side by side, each on its
+    own thread): the `big` half ("first" or "second") carries 1,000 incompressible ones, over 512 KiB."""
+    records = day_records(DAY, 40_000, seed=5)
+    start = 0 if big == "first" else 20_000
+    for record, noisy in zip(records[start : start + 1000], incompressible_day(1000)):
+        record["text"] = noisy["text"]
+    return records
+
+
+@pytest.mark.parametrize(
+    "big",
+    ["all", "first", "second"],
+    ids=["row-groups-on-the-way", "last-rows-half-written-here", "last-rows-half-on-the-encoder-thread"],
+)
+def test_a_file_size_limit_fails_the_write_with_efbig_and_keeps_the_previous_version(
+    tmp_path: Path, big: str
+) -> None:
     base = tmp_path / "out"
     previous_records = day_records(DAY, 300)
     write_day(base, DAY, previous_records)
     before = tree(base)
 
     child = subprocess.run(
-        [sys.executable, "-c", LIMITED_WRITER, str(base), str(ROOT)],
+        [sys.executable, "-c", LIMITED_WRITER, str(base), str(ROOT), big],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
@@ -119,6 +138,10 @@ def test_a_file_size_limit_fails_the_write_with_efbig_and_keeps_the_previous_ver
     assert child.returncode == 3, child.stdout + child.stderr[-3000:]
     (reported,) = [line for line in child.stdout.splitlines() if line.startswith("errno=")]
     assert reported.startswith(f"errno={errno.EFBIG} OSError: [Errno {errno.EFBIG}] File too large"), reported
+    (frames,) = [line for line in child.stdout.splitlines() if line.startswith("frames=")]
+    failed_in = {"all": "_write_row_group", "first": "_drain_last", "second": "_write_whole"}[big]
+    called = frames.removeprefix("frames=").split(",")
+    assert called[called.index("write_table") - 1] == failed_in, frames
     assert tree(base) == before, "the previous version is untouched and nothing staged is left"
     assert [path.name for path in base.iterdir()] == ["date=2024-07-31"]
     assert visible_rows(base) == len(previous_records)

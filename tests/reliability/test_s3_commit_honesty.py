@@ -214,6 +214,31 @@ def test_a_commit_beaten_by_another_manifest_deletes_only_its_own_files(faults: 
     assert names(base) == {*previous.files, *zombie.files, "_manifest.json"}, "only its own files went"
 
 
+def test_the_last_rows_written_side_by_side_land_and_a_beaten_commit_deletes_both_halves(
+    faults: S3FaultProxy,
+) -> None:
+    """40,000 rows left at the commit go to two uploads at once (one on the encoder thread): both
+    are listed and read back; a commit that loses deletes both, and nothing else."""
+    base = base_for("beaten-split")
+    partition = base / "date=2024-07-31"
+    records = day_records(DAY, 40_000, seed=2)
+    previous = write_day(base, DAY, records, page_size=5_000, run_id="previous")
+    assert len(previous.files) == 2 and names(base) == {*previous.files, "_manifest.json"}
+    assert [entry["rows"] for entry in read_manifest(partition)["files"]] == [20_000, 20_000]
+    assert day_rows(base, previous.files) == sorted_rows(expected_table(records))
+
+    converter = RecordConverter()
+    with (
+        pytest.raises(PartitionBusyError, match=r"Another writer committed .*run zombie"),
+        DayPartitionWriter(base, DAY, run_id="beaten") as writer,
+    ):
+        writer.write_batch(converter.to_batch(day_records(DAY, 40_000, seed=3)))
+        zombie = land_behind_the_lease(partition, day_records(DAY, 25, seed=9))
+        writer.commit()
+    assert read_manifest(partition)["run_id"] == "zombie"
+    assert names(base) == {*previous.files, *zombie.files, "_manifest.json"}, "only its own files went"
+
+
 def land_behind_the_lease(partition: ObjectStoragePath, records: list[dict[str, Any]]) -> PartitionSummary:
     """A zombie's version: a part and a manifest naming it, written straight to the store."""
     name = "part-zombie-00000000-00000.parquet"
