@@ -189,6 +189,11 @@ class _OpenFile:
     writer: pq.ParquetWriter
     rows: int = 0
 
+    def write(self, table: pa.Table) -> None:
+        """`table` as one row group."""
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.rows += table.num_rows
+
 
 @dataclass
 class _Buffer:
@@ -367,10 +372,7 @@ class DayPartitionWriter:
         try:
             if self._file is not None:
                 current, self._file = self._file, None
-                try:
-                    self._discard(current)
-                except Exception:
-                    log.warning("Could not cancel the upload of %s", current.name, exc_info=True)
+                self._discard(current)
         finally:
             self._store.abort([written.name for written in self._written])
         log.info("Aborted the write of %s", self.location)
@@ -422,40 +424,37 @@ class DayPartitionWriter:
         with ThreadPoolExecutor(1, thread_name_prefix="cdr-encode") as encoder:
             encoded = encoder.submit(self._write_whole, extra, second)
             try:
-                self._file.writer.write_table(first, row_group_size=first.num_rows)
-                self._file.rows += first.num_rows
+                self._file.write(first)
                 self._close_file()
             finally:
                 wait([encoded])  # the other half is done with its file, whichever way it went
                 if encoded.exception() is not None:
-                    try:
-                        self._discard(extra)
-                    except Exception:  # the error to see is the one that stopped the write
-                        log.warning("Could not cancel the upload of %s", extra.name, exc_info=True)
+                    self._discard(extra)
                 # Raises the other half's error; else lists its file (an abort then deletes it too).
                 self._written.append(encoded.result())
         release_unused()
 
     def _write_whole(self, file: _OpenFile, table: pa.Table) -> _WrittenFile:
         """`table` as the one row group of `file`, then the file finished (on the encoder thread)."""
-        file.writer.write_table(table, row_group_size=table.num_rows)
-        file.rows += table.num_rows
-        file.writer.close()
-        return _WrittenFile(file.name, file.rows, self._store.finish(file.name, file.handle))
+        file.write(table)
+        return self._finish(file)
 
     def _discard(self, file: _OpenFile) -> None:
-        """A file that failed midway or is aborted: closed if it can be, and its upload cancelled."""
+        """A file that failed midway or is aborted: closed if it can be, and its upload cancelled.
+        Never raises: the error to see is the one that stopped the write."""
         with contextlib.suppress(Exception):
             # Closed now, or pyarrow closes it when collected, writing into a discarded file.
             file.writer.close()
-        self._store.discard(file.name, file.handle)
+        try:
+            self._store.discard(file.name, file.handle)
+        except Exception:
+            log.warning("Could not cancel the upload of %s", file.name, exc_info=True)
 
     def _write_row_group(self, table: pa.Table) -> None:
         if self._file is None:
             self._start_file()
         assert self._file is not None
-        self._file.writer.write_table(table, row_group_size=table.num_rows)
-        self._file.rows += table.num_rows
+        self._file.write(table)
         release_unused()  # the row group's buffers are free now: keep the peak from creeping up
         if self._file.rows >= self._file_rows:
             self._close_file()
@@ -488,9 +487,12 @@ class DayPartitionWriter:
         if self._file is None:
             return
         current, self._file = self._file, None
-        current.writer.close()
-        size = self._store.finish(current.name, current.handle)
-        self._written.append(_WrittenFile(current.name, current.rows, size))
+        self._written.append(self._finish(current))
+
+    def _finish(self, file: _OpenFile) -> _WrittenFile:
+        """`file`'s footer written and the file made durable (fsync) or uploaded."""
+        file.writer.close()
+        return _WrittenFile(file.name, file.rows, self._store.finish(file.name, file.handle))
 
     def _holder(self) -> dict[str, Any]:
         """Who this writer is, for the message of a writer its lock refuses."""

@@ -141,7 +141,7 @@ def test_a_file_size_limit_fails_the_write_with_efbig_and_keeps_the_previous_ver
     (frames,) = [line for line in child.stdout.splitlines() if line.startswith("frames=")]
     failed_in = {"all": "_write_row_group", "first": "_drain_last", "second": "_write_whole"}[big]
     called = frames.removeprefix("frames=").split(",")
-    assert called[called.index("write_table") - 1] == failed_in, frames
+    assert called[called.index("write") - 1] == failed_in, frames  # the caller of _OpenFile.write
     assert tree(base) == before, "the previous version is untouched and nothing staged is left"
     assert [path.name for path in base.iterdir()] == ["date=2024-07-31"]
     assert visible_rows(base) == len(previous_records)

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
+from botocore.exceptions import ConnectionClosedError
 
 from airflow_provider_cdr.convert.records import RecordConverter
 from airflow_provider_cdr.landing import object_store
@@ -237,6 +238,23 @@ def test_the_last_rows_written_side_by_side_land_and_a_beaten_commit_deletes_bot
         writer.commit()
     assert read_manifest(partition)["run_id"] == "zombie"
     assert names(base) == {*previous.files, *zombie.files, "_manifest.json"}, "only its own files went"
+
+
+def test_a_half_that_fails_leaves_nothing_though_the_other_half_was_uploaded(faults: S3FaultProxy) -> None:
+    """The upload of the half written on the caller's thread is lost; the other half's, on the
+    encoder thread, reached the store: the abort deletes it, and the previous version stays."""
+    base = base_for("half-failed")
+    previous = write_day(base, DAY, day_records(DAY, 40), run_id="previous")
+    lost = faults.add("PUT", r"/part-halfway-[0-9a-f]{8}-00000\.parquet", "lose_request")
+    reached = faults.add("PUT", r"/part-halfway-[0-9a-f]{8}-00001\.parquet", "lose_answer", times=1)
+    with pytest.raises(ConnectionClosedError, match=r"part-halfway-[0-9a-f]{8}-00000"):
+        write_day(base, DAY, day_records(DAY, 40_000, seed=4), page_size=5_000, run_id="halfway")
+    assert lost.fired >= 1 and reached.fired == 1, (
+        "the first half's upload was lost, the second's took effect"
+    )
+    faults.clear()
+    assert names(base) == {*previous.files, "_manifest.json"}, "the uploaded half was deleted"
+    assert read_manifest(base / "date=2024-07-31")["run_id"] == "previous"
 
 
 def land_behind_the_lease(partition: ObjectStoragePath, records: list[dict[str, Any]]) -> PartitionSummary:
