@@ -488,6 +488,29 @@ def test_a_live_writer_of_the_same_day_is_not_disturbed(tmp_path: Path) -> None:
         assert first.commit().rows == 10
 
 
+def test_a_refused_writer_names_the_holder_even_if_it_committed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder may commit, and delete its lock file, between the refused writer's failed lock and
+    its reading who holds it (seen in a free race of two writers, tests/reliability): the name is
+    still read, from the locked file the refused writer has open."""
+    first = DayPartitionWriter(tmp_path, DAY, run_id="first-run")
+    first.__enter__()
+    first.write_batch(RecordConverter().to_batch(day_records(DAY, 10)))
+    read_holder = local_store._DayLock._holder_of_lock
+
+    def holder_commits_first(lock: Any, descriptor: int) -> Any:
+        first.commit()
+        first.__exit__(None, None, None)
+        assert not lock.path.exists(), "the holder deleted its lock file on commit"
+        return read_holder(lock, descriptor)
+
+    monkeypatch.setattr(local_store._DayLock, "_holder_of_lock", holder_commits_first)
+    with pytest.raises(RuntimeError, match=r"Another writer .* run first-run \(pid \d+ on "):
+        DayPartitionWriter(tmp_path, DAY, run_id="second-run").__enter__()
+    assert read_manifest(tmp_path / f"date={DAY.isoformat()}")["run_id"] == "first-run"
+
+
 def test_swap_without_renameat2_falls_back_to_two_renames(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

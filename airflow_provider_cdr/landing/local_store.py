@@ -86,6 +86,9 @@ def _not_writable(base: Path, err: OSError) -> OSError:
     return OSError(err.errno, f"CDR partition base {base} is not writable: {err.strerror}")
 
 
+_HOLDER_MAX_BYTES = 64 * 1024  # a holder's record is ~150 bytes
+
+
 class _DayLock:
     """An exclusive flock on ``{base}/.cdr-staging/.date=YYYY-MM-DD.lock``, held from open to commit or
     abort. The kernel drops it when the process dies, so a killed writer never blocks the day.
@@ -111,8 +114,9 @@ class _DayLock:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                refused = self._busy(descriptor)
                 os.close(descriptor)
-                raise self._busy() from None
+                raise refused from None
             if self._leads_to(descriptor):
                 self._descriptor = descriptor
                 self._record(holder)
@@ -143,8 +147,8 @@ class _DayLock:
             os.ftruncate(self._descriptor, 0)
             os.pwrite(self._descriptor, json.dumps(dict(holder)).encode(), 0)
 
-    def _busy(self) -> PartitionBusyError:
-        holder = self._holder_of_lock()
+    def _busy(self, descriptor: int) -> PartitionBusyError:
+        holder = self._holder_of_lock(descriptor)
         who = (
             f"run {holder['run_id']} (pid {holder['pid']} on {holder['host']}, since {holder['since']})"
             if holder
@@ -155,12 +159,16 @@ class _DayLock:
             "until it commits, aborts or dies. Refusing to write the same day concurrently."
         )
 
-    def _holder_of_lock(self) -> dict[str, Any] | None:
-        """What the holder recorded; it writes that just after taking the lock, so allow it a moment."""
+    def _holder_of_lock(self, descriptor: int) -> dict[str, Any] | None:
+        """What the holder recorded; it writes that just after taking the lock, so allow it a moment.
+
+        Read through `descriptor`, the refused writer's own opening of the locked file, not the path:
+        a holder that commits meanwhile deletes the path, and the name was then lost (seen once in a
+        race of two writers), but the file stays readable while it is open here."""
         deadline = time.monotonic() + 0.5
         while True:
             try:
-                holder: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+                holder: dict[str, Any] = json.loads(os.pread(descriptor, _HOLDER_MAX_BYTES, 0))
                 if {"run_id", "pid", "host", "since"} <= set(holder):
                     return holder
             except (OSError, ValueError, TypeError):
