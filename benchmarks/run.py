@@ -502,22 +502,25 @@ def report(
 
 
 def verdict(bc: float, floor: float | None, a: Result | None, b: Result, c: Result) -> str:
-    """Whether a row meets its targets: yes, NO, or (b/a >= 5 only) `cannot` with the bound measured."""
+    """Whether a row meets its targets: yes, NO, or (b/a >= 5 only) `cannot` with the bound measured.
+    `floor`: the row's b/c target, which only rows with latency have."""
     if floor is not None and bc < floor:
         return "NO"
     if a is None or b.rate / a.rate >= 5:
         return "yes"
-    bound = b_over_a_bound(a, b, c, with_latency=floor is not None)
+    bound = c.rate / a.rate if floor is not None else cpu_bound(a, b)
     return f"cannot (at most {bound:.1f}x)" if bound < 5 else "NO"
 
 
-def b_over_a_bound(a: Result, b: Result, c: Result, with_latency: bool) -> float:
-    """The highest b/a this run's numbers allow: with latency, the ceiling's own b/a (the same
-    requests, downloaded only); without it, the baseline's wall time over the least wall time the
-    operator's CPU and the stand-in's need on 2 cores."""
-    if with_latency:
-        return c.rate / a.rate
-    return a.wall_s / ((b.cpu_s + b.server_cpu_s) / 2)
+def least_wall_s(b: Result) -> float:
+    """The least wall time the variant's CPU and the stand-in's (on the same cores) take on 2 cores."""
+    return (b.cpu_s + b.server_cpu_s) / 2
+
+
+def cpu_bound(a: Result, b: Result) -> float:
+    """The highest b/a the operator's CPU allows without latency (with latency, the ceiling's own
+    b/a is the bound: the same requests, downloaded only)."""
+    return a.wall_s / least_wall_s(b)
 
 
 def analysis(
@@ -568,10 +571,10 @@ def analysis(
             f"({b.cpu_s + b.server_cpu_s:.1f} in all, in {b.wall_s:.1f} s of wall time). The ceiling "
             f"itself needs {c.cpu_s:.1f} + {c.server_cpu_s:.1f} s. "
             + (
-                f"That CPU alone needs {(b.cpu_s + b.server_cpu_s) / 2:.1f} s of wall time with both cores "
+                f"That CPU alone needs {least_wall_s(b):.1f} s of wall time with both cores "
                 "busy all the time: more than the target allows, so the target needs less CPU per record, "
                 "not more overlap."
-                if b.cpu_s + b.server_cpu_s > 2 * allowed
+                if least_wall_s(b) > allowed
                 else "The CPU fits in what the target allows: the rest is overlap."
             )
         )
@@ -613,16 +616,16 @@ def analysis(
             )
     for data in DATA:
         for server in SERVERS:
-            a, b, c = (find(results, data, server, "no latency", min(VOLUMES), v) for v in VARIANTS)
-            if a is None or b is None or c is None or b.rate / a.rate >= 5:
+            a = find(results, data, server, "no latency", min(VOLUMES), "baseline")
+            b = find(results, data, server, "no latency", min(VOLUMES), "operator")
+            if a is None or b is None or b.rate / a.rate >= 5:
                 continue
             lines.append(
                 f"- {data.capitalize()}, {server}, no latency (b/a {b.rate / a.rate:.1f}, target 5): without "
                 "latency the CPU each side spends, and how much of it runs at once, decide. The baseline "
                 f"took {a.wall_s:.2f} s; the operator used {b.cpu_s:.2f} s of CPU and the stand-in, on the "
                 f"same cores, {b.server_cpu_s:.2f} s: with both cores busy all the time that takes "
-                f"{(b.cpu_s + b.server_cpu_s) / 2:.2f} s, so b/a is at most "
-                f"{b_over_a_bound(a, b, c, with_latency=False):.1f}x. It kept {b.cpu_s / b.wall_s:.1f} of "
+                f"{least_wall_s(b):.2f} s, so b/a is at most {cpu_bound(a, b):.1f}x. It kept {b.cpu_s / b.wall_s:.1f} of "
                 "the 2 cores busy."
             )
     lines += [
